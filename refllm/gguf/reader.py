@@ -219,16 +219,23 @@ class GGUFFile:
     Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, buffer=None):
+        """Open ``path``; or, with ``buffer`` (any bytes-like object), parse that and use ``path`` only in messages."""
         self.path = Path(path)
-        try:
-            with open(self.path, "rb") as f:
-                self.file_size = os.fstat(f.fileno()).st_size
-                if self.file_size == 0:
-                    raise GGUFError(self.path, 0, "header.magic", "the file is empty")
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as e:
-            raise GGUFError(self.path, None, "file", e.strerror or str(e)) from None
+        self._mm = None
+        if buffer is not None:
+            self._mm = memoryview(buffer).cast("B")
+            self.file_size = len(self._mm)
+        else:
+            try:
+                with open(self.path, "rb") as f:
+                    self.file_size = os.fstat(f.fileno()).st_size
+                    if self.file_size > 0:
+                        self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except OSError as e:
+                raise GGUFError(self.path, None, "file", e.strerror or str(e)) from None
+        if self.file_size == 0:
+            raise GGUFError(self.path, 0, "header.magic", "the file is empty")
         try:
             self._parse()
         except BaseException:
@@ -373,12 +380,12 @@ class GGUFFile:
 
     def close(self) -> None:
         mm = getattr(self, "_mm", None)
-        if mm is not None:
+        if isinstance(mm, mmap.mmap):
             try:
                 mm.close()
             except BufferError:
                 pass  # numpy views are still alive: the mapping goes away with the last of them
-            self._mm = None
+        self._mm = None
 
     def __enter__(self) -> "GGUFFile":
         return self

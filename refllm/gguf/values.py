@@ -31,9 +31,9 @@ def encode_string(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def decode_string(raw: bytes) -> str:
+def decode_string(raw) -> str:
     """Decode GGUF string bytes; invalid UTF-8 is kept as surrogate escapes so that it can be written back."""
-    return raw.decode("utf-8", "surrogateescape")
+    return str(raw, "utf-8", "surrogateescape")
 
 
 class StringArray(Sequence):

@@ -75,7 +75,8 @@ def _value_bytes(vtype: ValueType, data, item_type: ValueType | None = None) -> 
         if isinstance(data, StringArray):
             return head + bytes(data.buffer)  # already in file layout
         return head + b"".join(_string(s) for s in data)
-    return head + b"".join(struct.pack("<I", v.type) + _value_bytes(v.type, v.data, v.item_type) for v in data)
+    # an array of arrays: each item is an array without a type tag of its own (the item type says ARRAY)
+    return head + b"".join(_value_bytes(ValueType.ARRAY, v.data, v.item_type) for v in data)
 
 
 def header_bytes(metadata: Mapping[str, Value], tensors: list[TensorSpec], alignment: int,

@@ -1,3 +1,163 @@
-"""(being written)"""
+"""The plain float formats F32, F16 and BF16: one element per "block", converted exactly as ggml converts them.
 
-FORMATS = []
+These are the unquantized tensor types of a GGUF file.  They fit the block-format calling convention of
+:mod:`refllm.quants.registry` like every other type: a row of ``n`` elements is ``n * 4`` (F32) or ``n * 2``
+(F16, BF16) little-endian bytes.
+
+Unlike the quantized formats they are defined for every input, NaN and ±inf included, and refllm reproduces ggml's
+bits for all of them:
+
+* F32 — a byte copy (``memcpy`` in ``ggml_quantize_chunk``); NaN payloads, signaling NaNs and −0 survive.
+* F16 — ``ggml_fp32_to_fp16_row`` = ``GGML_FP32_TO_FP16`` per element (round to nearest even, subnormal halves,
+  overflow to ±inf, every NaN becomes ``sign | 0x7E00``); decoded by ``ggml_fp16_to_fp32_row`` =
+  ``GGML_FP16_TO_FP32``, which is exact except that it *quiets* signaling NaNs (see :func:`ggml_compute_fp16_to_fp32`).
+* BF16 — ``ggml_fp32_to_bf16_row_ref`` (round to nearest even on the top 16 bits; NaN → ``(bits >> 16) | 64``);
+  decoded by ``ggml_bf16_to_fp32_row``, which puts the 16 bits on top of 16 zero bits (NaNs stay as they are).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ggml_types import GGMLType
+from ..jit import float32_bits, float32_from_bits, kernel, parallel_kernel, prange
+from .common import bf16_to_fp32, fp32_to_bf16, fp32_to_fp16
+from .registry import BlockFormat, Imatrix
+
+# ---------------------------------------------------------------------------------------------------------------------
+# F32 — 32 bits per weight
+#
+#   byte   0        1        2        3
+#        +--------+--------+--------+--------+
+#        | bits 0-7        ...       bits 24-31 |   IEEE-754 binary32, little-endian
+#        +--------+--------+--------+--------+
+#
+# Encode: copy the four bytes of the float.  Decode: read them back.  Nothing is rounded, nothing is changed.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@parallel_kernel
+def quantize_f32(x, imatrix, out):
+    """F32 "encode": the little-endian bytes of each float (``memcpy``; NaN payloads kept bit for bit)."""
+    for r in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            bits = float32_bits(x[r, j])
+            out[r, 4 * j + 0] = bits & 0xFF
+            out[r, 4 * j + 1] = (bits >> 8) & 0xFF
+            out[r, 4 * j + 2] = (bits >> 16) & 0xFF
+            out[r, 4 * j + 3] = (bits >> 24) & 0xFF
+
+
+@parallel_kernel
+def dequantize_f32(q, out):
+    """F32 decode: the float whose little-endian bytes are ``q[4j : 4j+4]``."""
+    for r in prange(q.shape[0]):
+        for j in range(out.shape[1]):
+            bits = (np.int64(q[r, 4 * j]) | (np.int64(q[r, 4 * j + 1]) << 8) | (np.int64(q[r, 4 * j + 2]) << 16)
+                    | (np.int64(q[r, 4 * j + 3]) << 24))
+            out[r, j] = float32_from_bits(bits)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# F16 — 16 bits per weight
+#
+#   byte   0        1
+#        +--------+--------+
+#        | mantissa lo | s|eeeee|mm |   IEEE-754 binary16 (1 sign, 5 exponent, 10 mantissa bits), little-endian
+#        +--------+--------+
+#
+# Encode: GGML_FP32_TO_FP16 (refllm.quants.common.fp32_to_fp16) — round to nearest even, keep subnormals, overflow
+# to ±inf, NaN → sign | 0x7E00 (the payload is dropped).
+# Decode: GGML_FP16_TO_FP32 (ggml_compute_fp16_to_fp32 below) — exact; signaling NaNs come out quiet.
+# ---------------------------------------------------------------------------------------------------------------------
+
+_EXP_OFFSET = 0xE0 << 23
+_EXP_SCALE = np.float32(2.0**-112)
+_MAGIC_MASK = 126 << 23
+_MAGIC_BIAS = np.float32(0.5)
+_DENORMALIZED_CUTOFF = 1 << 27
+
+
+@kernel
+def ggml_compute_fp16_to_fp32(h):
+    """``GGML_FP16_TO_FP32`` (ggml-impl.h): the float32 value of half-precision bits ``h``, computed as ggml does.
+
+    Normal halves, infinities and NaNs: move exponent and mantissa into a float32 whose exponent is too large by
+    112 and multiply by 2**-112 (exact).  Subnormal halves: put the mantissa under the exponent of 0.5 and subtract
+    0.5 (exact).  The multiplication is the one place where this differs from a pure bit conversion (and from
+    ``numpy.float16.astype(float32)``, i.e. :data:`refllm.quants.common.FP16_TO_FP32`): a signaling NaN half
+    (0x7C01…0x7DFF, 0xFC01…0xFDFF) comes out with the float32 quiet bit (0x00400000) set, payload kept.
+    """
+    w = np.int64(h) << 16
+    sign = w & 0x80000000
+    two_w = (w + w) & 0xFFFFFFFF
+    normalized_value = float32_from_bits((two_w >> 4) + _EXP_OFFSET) * _EXP_SCALE
+    denormalized_value = float32_from_bits((two_w >> 17) | _MAGIC_MASK) - _MAGIC_BIAS
+    if two_w < _DENORMALIZED_CUTOFF:
+        result = sign | float32_bits(denormalized_value)
+    else:
+        result = sign | float32_bits(normalized_value)
+    return float32_from_bits(result)
+
+
+@parallel_kernel
+def quantize_f16(x, imatrix, out):
+    """``ggml_fp32_to_fp16_row``: each float as ``GGML_FP32_TO_FP16`` bits, little-endian."""
+    for r in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            h = np.int64(fp32_to_fp16(x[r, j]))
+            out[r, 2 * j] = h & 0xFF
+            out[r, 2 * j + 1] = h >> 8
+
+
+@parallel_kernel
+def dequantize_f16(q, out):
+    """``ggml_fp16_to_fp32_row``: ``GGML_FP16_TO_FP32`` of each little-endian half."""
+    for r in prange(q.shape[0]):
+        for j in range(out.shape[1]):
+            h = np.int64(q[r, 2 * j]) | (np.int64(q[r, 2 * j + 1]) << 8)
+            out[r, j] = ggml_compute_fp16_to_fp32(h)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# BF16 — 16 bits per weight
+#
+#   byte   0        1
+#        +--------+--------+
+#        | e|mmmmmmm | s|eeeeeee |   bfloat16 = the top half of a binary32 (1 sign, 8 exponent, 7 mantissa bits)
+#        +--------+--------+
+#
+# Encode: ggml_fp32_to_bf16_row_ref = GGML_FP32_TO_BF16 (refllm.quants.common.fp32_to_bf16): NaN → (bits >> 16) | 64
+# (quiet, payload's top bits kept); otherwise (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16, i.e. round to nearest even
+# (overflow rounds to ±inf).  Decode: bits << 16.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@parallel_kernel
+def quantize_bf16(x, imatrix, out):
+    """``ggml_fp32_to_bf16_row_ref``: each float as ``GGML_FP32_TO_BF16`` bits, little-endian."""
+    for r in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            h = np.int64(fp32_to_bf16(x[r, j]))
+            out[r, 2 * j] = h & 0xFF
+            out[r, 2 * j + 1] = h >> 8
+
+
+@parallel_kernel
+def dequantize_bf16(q, out):
+    """``ggml_bf16_to_fp32_row``: ``x = float32 with bits (h << 16)``."""
+    for r in prange(q.shape[0]):
+        for j in range(out.shape[1]):
+            h = np.int64(q[r, 2 * j]) | (np.int64(q[r, 2 * j + 1]) << 8)
+            out[r, j] = bf16_to_fp32(h)
+
+
+# ggml_quantize_chunk accepts an importance matrix for the float types and ignores it.
+FORMATS = [
+    BlockFormat(GGMLType.F32, quantize=quantize_f32, dequantize=dequantize_f32, imatrix=Imatrix.IGNORED,
+                finite_only=False),
+    BlockFormat(GGMLType.F16, quantize=quantize_f16, dequantize=dequantize_f16, imatrix=Imatrix.IGNORED,
+                finite_only=False),
+    BlockFormat(GGMLType.BF16, quantize=quantize_bf16, dequantize=dequantize_bf16, imatrix=Imatrix.IGNORED,
+                finite_only=False),
+]

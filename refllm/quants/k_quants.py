@@ -1,3 +1,1344 @@
-"""(being written)"""
+"""The K-quants: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (weights) and Q8_K (activations), exactly as ggml computes them.
 
-FORMATS = []
+A K-quant row is cut into *super-blocks* of ``QK_K = 256`` elements.  Each super-block stores one or two fp16
+super-scales (``d``, and ``dmin`` for the types with an offset) and, per *sub-block* of 16 or 32 elements, a small
+integer scale (and min) that multiplies them.  The elements themselves are 2 to 6-bit integers ``q``:
+
+* "type-1" (scale and min, unsigned ``q``): Q2_K, Q4_K, Q5_K — ``x = (d * sc) * q - (dmin * m)``;
+* "type-0" (scale only, ``q`` centred on zero): Q3_K, Q6_K — ``x = (d * sc) * (q - 2**(bits-1))``;
+* Q8_K — float32 ``d`` and int8 ``q`` per 256 elements plus the sums of each 16 ``q`` (``bsums``); it is what the
+  K-quant dot products multiply the weights with, not a storage format.
+
+Encoding, for every weight type, is two-level:
+
+1. per sub-block, a search for the best float scale (and min) and the integer levels ``L`` for it
+   (:func:`make_qkx2_quants`, :func:`make_q3_quants`, :func:`make_qx_quants`; with an importance matrix
+   :func:`make_qkx3_quants` / :func:`make_qx_quants` with weights);
+2. the sub-block scales (and mins) are themselves quantized to 4, 6 or 8 bits against the fp16 super-scale
+   (a plain ``max / 2**bits`` without imatrix, :func:`make_qp_quants` / :func:`make_qx_quants` with one), and then
+   every element is *requantized* with the scales as they will be decoded — the fp16-rounded super-scale times
+   the integer sub-scale.  A sub-block whose decoded scale is exactly 0 keeps the levels of step 1.
+
+``ggml_quantize_chunk`` runs ``quantize_row_qX_K_ref`` (here: ``quantize_row_qX_K_ref``) when no importance matrix
+is given and ``quantize_row_qX_K_impl`` row by row when one is (``quantize_qX_K`` here, as in ggml).  Every float
+operation below is a float32 operation in C's order (see :mod:`refllm.quants.common`), so the bytes are ggml's.
+
+Numbers: ``nearest_int`` (round half to even) is only meaningful for ``|v| <= 4194303``; beyond that (and for NaN or
+±inf) it returns what ggml's bit trick returns, which these kernels reproduce, but the encoders are declared
+``finite_only`` because NaN/±inf input has no meaningful encoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ggml_types import QK_K, GGMLType
+from ..jit import float32_bits, float32_from_bits, kernel, parallel_kernel, prange
+from .common import FP16_TO_FP32, fp32_to_fp16, nearest_int
+from .registry import BlockFormat, Imatrix
+
+GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c: below this max |x| a group counts as all zero
+
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+_TWO = np.float32(2.0)
+_F_0_1 = np.float32(0.1)  # C's 0.1f
+_F_QK_K = np.float32(QK_K)
+
+# Q2_K parameters (quantize_row_q2_K_ref / _impl)
+_Q2_RMIN, _Q2_RDELTA = np.float32(-0.5), np.float32(0.1)
+_Q2_SCALE = np.float32(15.0)  # "q4scale": 4-bit sub-scales and mins
+# Q4_K / Q5_K parameters
+_Q4_RMIN, _Q4_RDELTA = np.float32(-1.0), np.float32(0.1)
+_Q5_RMIN, _Q5_RDELTA = np.float32(-0.5), np.float32(0.1)
+_F_32 = np.float32(32.0)
+_F_63 = np.float32(63.0)
+# the importance-matrix search (make_qkx3_quants) of Q2_K, Q4_K, Q5_K
+_QKX3_RMIN, _QKX3_RDELTA = np.float32(-0.9), np.float32(0.05)
+# Q3_K, Q6_K, Q8_K
+_M32 = np.float32(-32.0)
+_M128 = np.float32(-128.0)
+_M127 = np.float32(-127.0)
+
+# bytes per super-block
+Q2_K_BYTES = 84
+Q3_K_BYTES = 110
+Q4_K_BYTES = 144
+Q5_K_BYTES = 176
+Q6_K_BYTES = 210
+Q8_K_BYTES = 292
+
+
+# ======================================================================================================================
+# Shared helpers (ggml-quants.c, "Helper functions")
+# ======================================================================================================================
+
+
+@kernel
+def load_fp16(b, off):
+    """The float32 value of the little-endian fp16 at ``b[off:off+2]`` (``GGML_FP16_TO_FP32``)."""
+    return FP16_TO_FP32[np.int64(b[off]) | (np.int64(b[off + 1]) << 8)]
+
+
+@kernel
+def store_fp16(b, off, f):
+    """Store float32 ``f`` as little-endian fp16 at ``b[off:off+2]`` (``GGML_FP32_TO_FP16``); return its value."""
+    h = np.int64(fp32_to_fp16(f))
+    b[off] = h & 0xFF
+    b[off + 1] = h >> 8
+    return FP16_TO_FP32[h]
+
+
+@kernel
+def _qx_weight(x, i, rmse_type, qw):
+    """The weight of element ``i`` in :func:`make_qx_quants`: ``qw[i]`` if given, else chosen by ``rmse_type``."""
+    if qw.size > 0:
+        return qw[i]
+    if rmse_type == 1:
+        return x[i] * x[i]
+    if rmse_type == 2:
+        return _ONE
+    if rmse_type == 3:
+        return abs(x[i])
+    return np.sqrt(abs(x[i]))
+
+
+@kernel
+def make_qx_quants(n, nmax, x, L, rmse_type, qw):
+    """Symmetric scale search (ggml ``make_qx_quants``): levels ``L[i]`` in ``[0, 2*nmax)``, ``x ≈ scale*(L-nmax)``.
+
+    Starts from ``iscale = -nmax / max`` (``max`` = the first element of largest ``|x|``, with its sign, so it maps
+    to level 0) and tries ``iscale = -(nmax + 0.1*is) / max`` for ``is = -9 … 9``; keeps the candidate whose
+    weighted least-squares scale ``sumlx / suml2`` maximises ``sumlx² / suml2``.  Weights: ``qw`` if non-empty,
+    else by ``rmse_type`` (1: ``x²``, 2: 1, 3: ``|x|``, 4: ``sqrt|x|``).  Every caller in ggml passes
+    ``rmse_type = 1``; ggml's ``rmse_type <= 0`` early-exit variants are not implemented.  Returns the scale
+    (0 when ``max |x| < 1e-15``, all ``L = 0``).
+    """
+    max_ = _ZERO
+    amax = _ZERO
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            max_ = x[i]
+    if amax < GROUP_MAX_EPS:  # all zero
+        for i in range(n):
+            L[i] = 0
+        return _ZERO
+    iscale = np.float32(-nmax) / max_
+    sumlx = _ZERO
+    suml2 = _ZERO
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        L[i] = l + nmax
+        w = _qx_weight(x, i, rmse_type, qw)
+        fl = np.float32(l)
+        sumlx += (w * x[i]) * fl
+        suml2 += (w * fl) * fl
+    scale = sumlx / suml2 if suml2 != 0 else _ZERO
+    best = scale * sumlx
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        iscale = -(np.float32(nmax) + _F_0_1 * np.float32(is_)) / max_
+        sumlx = _ZERO
+        suml2 = _ZERO
+        for i in range(n):
+            l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+            w = _qx_weight(x, i, rmse_type, qw)
+            fl = np.float32(l)
+            sumlx += (w * x[i]) * fl
+            suml2 += (w * fl) * fl
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@kernel
+def make_q3_quants(n, nmax, x, L, do_rmse):
+    """Symmetric scale search of the Q3_K reference (ggml ``make_q3_quants``); levels ``L[i]`` in ``[0, 2*nmax)``.
+
+    Start: ``L = clamp(nearest_int(-nmax/max * x), -nmax, nmax-1)``.  With ``do_rmse`` (the only use), up to 5
+    passes of coordinate descent with weights ``x²``: each level is moved to ``nearest_int(x * suml2 / sumlx)``
+    (leave-one-out sums) if that raises ``sumlx² / suml2``.  Returns ``sumlx / suml2`` (0 if ``suml2 <= 0``), or
+    ``1/iscale`` without ``do_rmse``.  An all-zero group (``max |x| < 1e-15``) gets ``L = 0`` (not ``nmax``) and 0.
+    """
+    max_ = _ZERO
+    amax = _ZERO
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            max_ = x[i]
+    if amax < GROUP_MAX_EPS:  # all zero
+        for i in range(n):
+            L[i] = 0
+        return _ZERO
+    iscale = np.float32(-nmax) / max_
+    if do_rmse:
+        sumlx = _ZERO
+        suml2 = _ZERO
+        for i in range(n):
+            l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+            L[i] = l
+            w = x[i] * x[i]
+            fl = np.float32(l)
+            sumlx += (w * x[i]) * fl
+            suml2 += (w * fl) * fl
+        for itry in range(5):
+            n_changed = 0
+            for i in range(n):
+                w = x[i] * x[i]
+                fL = np.float32(L[i])
+                slx = sumlx - (w * x[i]) * fL
+                if slx > 0:
+                    sl2 = suml2 - (w * fL) * fL
+                    new_l = max(-nmax, min(nmax - 1, nearest_int((x[i] * sl2) / slx)))
+                    if new_l != L[i]:
+                        fn = np.float32(new_l)
+                        slx += (w * x[i]) * fn
+                        sl2 += (w * fn) * fn
+                        if sl2 > 0 and (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
+                            L[i] = new_l
+                            sumlx = slx
+                            suml2 = sl2
+                            n_changed += 1
+            if n_changed == 0:
+                break
+        for i in range(n):
+            L[i] += nmax
+        return sumlx / suml2 if suml2 > 0 else _ZERO
+    for i in range(n):
+        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+    return _ONE / iscale
+
+
+@kernel
+def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
+    """Asymmetric scale + min search (ggml ``make_qkx2_quants``): ``x ≈ scale*L - the_min``, ``L`` in ``[0, nmax]``.
+
+    ``min`` starts at ``min(0, min x)``.  First guess ``iscale = nmax / (max - min)``; then for
+    ``is = 0 … nstep`` (inclusive) ``iscale = (rmin + rdelta*is + nmax) / (max - min)``, levels
+    ``L = clamp(nearest_int(iscale*(x - min)), 0, nmax)`` and the weighted least-squares ``scale`` and ``min`` for
+    them (``min`` forced to ≤ 0).  The candidate with the smallest weighted error (``|err|`` if ``use_mad`` else
+    ``err²``, strict ``<``) wins.  Returns ``(scale, the_min)`` with ``the_min = -min >= 0``; a constant
+    group (``max == min``) gives ``L = 0`` and scale 0.
+    """
+    min_ = x[0]
+    max_ = x[0]
+    sum_w = weights[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < min_:
+            min_ = x[i]
+        if x[i] > max_:
+            max_ = x[i]
+        w = weights[i]
+        sum_w += w
+        sum_x += w * x[i]
+    if min_ > 0:
+        min_ = _ZERO
+    if max_ == min_:
+        for i in range(n):
+            L[i] = 0
+        return _ZERO, -min_
+    iscale = np.float32(nmax) / (max_ - min_)
+    scale = _ONE / iscale
+    best_error = _ZERO
+    for i in range(n):
+        l = nearest_int(iscale * (x[i] - min_))
+        L[i] = max(0, min(nmax, l))
+        diff = (scale * np.float32(L[i]) + min_) - x[i]
+        diff = abs(diff) if use_mad else diff * diff
+        best_error += weights[i] * diff
+    if nstep < 1:
+        return scale, -min_
+    for is_ in range(nstep + 1):
+        iscale = ((rmin + rdelta * np.float32(is_)) + np.float32(nmax)) / (max_ - min_)
+        sum_l = _ZERO
+        sum_l2 = _ZERO
+        sum_xl = _ZERO
+        for i in range(n):
+            l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
+            Laux[i] = l
+            w = weights[i]
+            fl = np.float32(l)
+            sum_l += w * fl
+            sum_l2 += (w * fl) * fl
+            sum_xl += (w * fl) * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = _ZERO
+                this_scale = sum_xl / sum_l2
+            cur_error = _ZERO
+            for i in range(n):
+                diff = (this_scale * np.float32(Laux[i]) + this_min) - x[i]
+                diff = abs(diff) if use_mad else diff * diff
+                cur_error += weights[i] * diff
+            if cur_error < best_error:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best_error = cur_error
+                scale = this_scale
+                min_ = this_min
+    return scale, -min_
+
+
+@kernel
+def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
+    """The importance-matrix variant of :func:`make_qkx2_quants` (ggml ``make_qkx3_quants``).
+
+    The same search; the differences are that empty ``weights`` means ``w = x²`` and that a group with
+    ``max <= min`` (after ``min = min(0, min x)``) is the degenerate one.  Returns ``(scale, the_min)``.
+    """
+    has_w = weights.size > 0
+    min_ = x[0]
+    max_ = x[0]
+    sum_w = weights[0] if has_w else x[0] * x[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < min_:
+            min_ = x[i]
+        if x[i] > max_:
+            max_ = x[i]
+        w = weights[i] if has_w else x[i] * x[i]
+        sum_w += w
+        sum_x += w * x[i]
+    if min_ > 0:
+        min_ = _ZERO
+    if max_ <= min_:
+        for i in range(n):
+            L[i] = 0
+        return _ZERO, -min_
+    iscale = np.float32(nmax) / (max_ - min_)
+    scale = _ONE / iscale
+    best_mad = _ZERO
+    for i in range(n):
+        l = nearest_int(iscale * (x[i] - min_))
+        L[i] = max(0, min(nmax, l))
+        diff = (scale * np.float32(L[i]) + min_) - x[i]
+        diff = abs(diff) if use_mad else diff * diff
+        w = weights[i] if has_w else x[i] * x[i]
+        best_mad += w * diff
+    if nstep < 1:
+        return scale, -min_
+    for is_ in range(nstep + 1):
+        iscale = ((rmin + rdelta * np.float32(is_)) + np.float32(nmax)) / (max_ - min_)
+        sum_l = _ZERO
+        sum_l2 = _ZERO
+        sum_xl = _ZERO
+        for i in range(n):
+            l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
+            Laux[i] = l
+            w = weights[i] if has_w else x[i] * x[i]
+            fl = np.float32(l)
+            sum_l += w * fl
+            sum_l2 += (w * fl) * fl
+            sum_xl += (w * fl) * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = _ZERO
+                this_scale = sum_xl / sum_l2
+            mad = _ZERO
+            for i in range(n):
+                diff = (this_scale * np.float32(Laux[i]) + this_min) - x[i]
+                diff = abs(diff) if use_mad else diff * diff
+                w = weights[i] if has_w else x[i] * x[i]
+                mad += w * diff
+            if mad < best_mad:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best_mad = mad
+                scale = this_scale
+                min_ = this_min
+    return scale, -min_
+
+
+@kernel
+def make_qp_quants(n, nmax, x, L, quant_weights):
+    """Quantize non-negative values (sub-block scales or mins) to ``[0, nmax]`` (ggml ``make_qp_quants``).
+
+    ``max = max(0, x)``; first guess ``iscale = nmax/max``, then ``iscale = (0.1*is + nmax)/max`` for
+    ``is = -4 … 4`` by weighted squared error (strict ``<``); then up to 5 coordinate-descent passes as in
+    :func:`make_q3_quants`.  Returns ``sumlx / suml2`` (0 if ``suml2 <= 0``; 0 and ``L = 0`` if ``max < 1e-15``).
+
+    ``L`` is C's ``uint8_t`` array: stores wrap modulo 256 (a negative level, possible only for a negative
+    input, is read back as ``l + 256``, exactly as ggml does).
+    """
+    max_ = _ZERO
+    for i in range(n):
+        max_ = max_ if max_ > x[i] else x[i]
+    if max_ < GROUP_MAX_EPS:  # all zero
+        for i in range(n):
+            L[i] = 0
+        return _ZERO
+    iscale = np.float32(nmax) / max_
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i]) & 0xFF
+    scale = _ONE / iscale
+    best_mse = _ZERO
+    for i in range(n):
+        diff = x[i] - scale * np.float32(L[i])
+        w = quant_weights[i]
+        best_mse += (w * diff) * diff
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (_F_0_1 * np.float32(is_) + np.float32(nmax)) / max_
+        scale_is = _ONE / iscale_is
+        mse = _ZERO
+        for i in range(n):
+            l = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = x[i] - scale_is * np.float32(l)
+            w = quant_weights[i]
+            mse += (w * diff) * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = _ZERO
+    suml2 = _ZERO
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = l & 0xFF
+        w = quant_weights[i]
+        fl = np.float32(l)
+        sumlx += (w * x[i]) * fl
+        suml2 += (w * fl) * fl
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = quant_weights[i]
+            fL = np.float32(L[i])
+            slx = sumlx - (w * x[i]) * fL
+            sl2 = suml2 - (w * fL) * fL
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int((x[i] * sl2) / slx))
+                if new_l != L[i]:
+                    fn = np.float32(new_l)
+                    slx += (w * x[i]) * fn
+                    sl2 += (w * fn) * fn
+                    if (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
+                        L[i] = new_l & 0xFF
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2 if suml2 > 0 else _ZERO
+
+
+@kernel
+def get_scale_min_k4(j, q):
+    """Sub-block ``j``'s 6-bit scale and min from the 12-byte field ``q`` of Q4_K / Q5_K: ``(sc, m)``.
+
+    ::
+
+        j < 4:  sc = q[j] & 63                          m = q[j+4] & 63
+        j >= 4: sc = (q[j+4] & 0xF) | (q[j-4] >> 6) << 4  m = (q[j+4] >> 4) | (q[j] >> 6) << 4
+    """
+    if j < 4:
+        return np.int64(q[j]) & 63, np.int64(q[j + 4]) & 63
+    return ((np.int64(q[j + 4]) & 0xF) | ((np.int64(q[j - 4]) >> 6) << 4),
+            (np.int64(q[j + 4]) >> 4) | ((np.int64(q[j]) >> 6) << 4))
+
+
+@kernel
+def set_scale_min_k4(j, q, ls, lm):
+    """Pack sub-block ``j``'s 6-bit ``ls`` and ``lm`` into ``q`` (the inverse of :func:`get_scale_min_k4`).
+
+    Called for ``j = 0 … 7`` in order on a zeroed field, as ggml does (bits above 6 are dropped by the uint8 stores).
+    """
+    if j < 4:
+        q[j] = ls & 0xFF
+        q[j + 4] = lm & 0xFF
+    else:
+        q[j + 4] = ((ls & 0xF) | ((lm & 0xF) << 4)) & 0xFF
+        q[j - 4] = (np.int64(q[j - 4]) | ((ls >> 4) << 6)) & 0xFF
+        q[j] = (np.int64(q[j]) | ((lm >> 4) << 6)) & 0xFF
+
+
+@kernel
+def pack_2bit(L, qs):
+    """``qs[32h + l] = L[128h+l] | L[128h+l+32] << 2 | L[128h+l+64] << 4 | L[128h+l+96] << 6`` (Q2_K, Q3_K)."""
+    for h in range(2):
+        for l in range(32):
+            j = 128 * h + l
+            qs[32 * h + l] = (np.int64(L[j]) | (np.int64(L[j + 32]) << 2) | (np.int64(L[j + 64]) << 4)
+                              | (np.int64(L[j + 96]) << 6)) & 0xFF
+
+
+# ======================================================================================================================
+# Q2_K
+# ======================================================================================================================
+#
+#   block_q2_K (84 bytes per 256 weights = 2.625 bits per weight)
+#
+#   offset  0                16                                 80       82       84
+#           +----------------+----------------------------------+--------+--------+
+#           | scales[16]     | qs[64]                           | d fp16 | dmin   |
+#           | lo nibble: sc  | 2-bit q, 4 per byte              |        | fp16   |
+#           | hi nibble: m   |                                  |        |        |
+#           +----------------+----------------------------------+--------+--------+
+#
+#   16 sub-blocks of 16 weights; sub-block j = elements 16j … 16j+15 uses scales[j].
+#   Element e = 128h + 32k + l (h < 2, k < 4, l < 32) is bits 2k, 2k+1 of qs[32h + l].
+#   x[e] = (d * (scales[e/16] & 0xF)) * q - (dmin * (scales[e/16] >> 4))
+#
+#   Encode (reference): per sub-block make_qkx2_quants(16, nmax=3, weights |x|, rmin -0.5, rdelta 0.1, 15 steps,
+#   mean absolute error) gives a scale and a min; d = max scale / 15 and dmin = max min / 15 (fp16), the 4-bit
+#   sub-scales and sub-mins are nearest_int(15 * s / max); then every element is requantized with the decoded
+#   scales: q = clamp(nearest_int((x + dmin*m) / (d*sc)), 0, 3), skipped where d*sc == 0.
+#   With an imatrix: weights qw * sqrt(σ² + x²) (σ² = Σx²/256), make_qkx3_quants(…, -0.9, 0.05, 36 steps, squared
+#   error), and make_qp_quants picks the 4-bit sub-scales and mins and d, dmin.
+
+
+@kernel
+def _requantize_q2_K(x, L, scales, d_all, dmin_all):
+    for j in range(QK_K // 16):
+        sc = np.int64(scales[j])
+        d = d_all * np.float32(sc & 0xF)
+        if d == 0:
+            continue  # keep the levels of the first search
+        dm = dmin_all * np.float32(sc >> 4)
+        for ii in range(16):
+            l = nearest_int((x[16 * j + ii] + dm) / d)
+            L[16 * j + ii] = max(0, min(3, l))
+
+
+@kernel
+def quantize_row_q2_K_ref(x, y):
+    """ggml ``quantize_row_q2_K_ref``: float32 ``x`` (a multiple of 256) → Q2_K bytes ``y`` (no importance matrix)."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.uint8)
+    Laux = np.empty(16, np.uint8)
+    weights = np.empty(16, np.float32)
+    mins = np.empty(QK_K // 16, np.float32)
+    scales = np.empty(QK_K // 16, np.float32)
+    for i in range(nb):
+        xb = x[i * QK_K:(i + 1) * QK_K]
+        yb = y[i * Q2_K_BYTES:(i + 1) * Q2_K_BYTES]
+        max_scale = _ZERO  # as the min is subtracted, the scales are non-negative
+        max_min = _ZERO
+        for j in range(QK_K // 16):
+            xs = xb[16 * j:16 * j + 16]
+            for l in range(16):
+                weights[l] = abs(xs[l])
+            scales[j], mins[j] = make_qkx2_quants(16, 3, xs, weights, L[16 * j:16 * j + 16], Laux,
+                                                  _Q2_RMIN, _Q2_RDELTA, 15, True)
+            if scales[j] > max_scale:
+                max_scale = scales[j]
+            if mins[j] > max_min:
+                max_min = mins[j]
+        ysc = yb[0:16]
+        if max_scale > 0:
+            iscale = _Q2_SCALE / max_scale
+            for j in range(QK_K // 16):
+                ysc[j] = nearest_int(iscale * scales[j]) & 0xFF
+            d = store_fp16(yb, 80, max_scale / _Q2_SCALE)
+        else:
+            for j in range(QK_K // 16):
+                ysc[j] = 0
+            d = store_fp16(yb, 80, _ZERO)
+        if max_min > 0:
+            iscale = _Q2_SCALE / max_min
+            for j in range(QK_K // 16):
+                ysc[j] = (np.int64(ysc[j]) | (nearest_int(iscale * mins[j]) << 4)) & 0xFF
+            dmin = store_fp16(yb, 82, max_min / _Q2_SCALE)
+        else:
+            dmin = store_fp16(yb, 82, _ZERO)
+        _requantize_q2_K(xb, L, ysc, d, dmin)
+        pack_2bit(L, yb[16:80])
+
+
+@kernel
+def quantize_row_q2_K_impl(x, y, quant_weights):
+    """ggml ``quantize_row_q2_K_impl``: one row with importance weights ``quant_weights`` (same length as ``x``)."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.uint8)
+    Laux = np.empty(16, np.uint8)
+    mins = np.empty(QK_K // 16, np.float32)
+    scales = np.empty(QK_K // 16, np.float32)
+    sw = np.empty(QK_K // 16, np.float32)
+    weight = np.empty(16, np.float32)
+    Ls = np.empty(QK_K // 16, np.uint8)
+    Lm = np.empty(QK_K // 16, np.uint8)
+    for i in range(nb):
+        xb = x[i * QK_K:(i + 1) * QK_K]
+        yb = y[i * Q2_K_BYTES:(i + 1) * Q2_K_BYTES]
+        sumx2 = _ZERO
+        for j in range(QK_K):
+            sumx2 += xb[j] * xb[j]
+        sigma2 = sumx2 / _F_QK_K
+        for j in range(QK_K // 16):
+            xs = xb[16 * j:16 * j + 16]
+            qw = quant_weights[i * QK_K + 16 * j:i * QK_K + 16 * j + 16]
+            for l in range(16):
+                weight[l] = qw[l] * np.sqrt(sigma2 + xs[l] * xs[l])
+            s = _ZERO
+            for l in range(16):
+                s += weight[l]
+            sw[j] = s
+            scales[j], mins[j] = make_qkx3_quants(16, 3, xs, weight, L[16 * j:16 * j + 16], Laux,
+                                                  _QKX3_RMIN, _QKX3_RDELTA, 36, False)
+        dm = make_qp_quants(QK_K // 16, 15, scales, Ls, sw)
+        mm = make_qp_quants(QK_K // 16, 15, mins, Lm, sw)
+        dm = store_fp16(yb, 80, dm)
+        mm = store_fp16(yb, 82, mm)
+        ysc = yb[0:16]
+        for j in range(QK_K // 16):
+            ysc[j] = (np.int64(Ls[j]) | (np.int64(Lm[j]) << 4)) & 0xFF
+        _requantize_q2_K(xb, L, ysc, dm, mm)
+        pack_2bit(L, yb[16:80])
+
+
+@kernel
+def dequantize_row_q2_K(x, y):
+    """ggml ``dequantize_row_q2_K``: ``y[e] = (d * (sc & 0xF)) * q - (dmin * (sc >> 4))``, ``sc = scales[e/16]``."""
+    nb = y.size // QK_K
+    for i in range(nb):
+        b = x[i * Q2_K_BYTES:(i + 1) * Q2_K_BYTES]
+        o = y[i * QK_K:(i + 1) * QK_K]
+        d = load_fp16(b, 80)
+        dmin = load_fp16(b, 82)
+        for h in range(2):
+            for k in range(4):
+                for half in range(2):
+                    sc = np.int64(b[8 * h + 2 * k + half])
+                    dl = d * np.float32(sc & 0xF)
+                    ml = dmin * np.float32(sc >> 4)
+                    base = 128 * h + 32 * k + 16 * half
+                    qoff = 16 + 32 * h + 16 * half
+                    for l in range(16):
+                        o[base + l] = dl * np.float32((np.int64(b[qoff + l]) >> (2 * k)) & 3) - ml
+
+
+# ======================================================================================================================
+# Q3_K
+# ======================================================================================================================
+#
+#   block_q3_K (110 bytes per 256 weights = 3.4375 bits per weight)
+#
+#   offset  0              32                   96               108      110
+#           +--------------+--------------------+----------------+--------+
+#           | hmask[32]    | qs[64]             | scales[12]     | d fp16 |
+#           | bit 2 of q   | bits 0-1 of q      | 16 x 6 bits    |        |
+#           +--------------+--------------------+----------------+--------+
+#
+#   Element e = 128h + 32k + l: low 2 bits at bits 2k of qs[32h + l] (as Q2_K), the high bit is bit (4h + k) of
+#   hmask[l] (set = +4).  q3 = low | high << 2 in 0…7; the signed value is q3 - 4.
+#   Sub-block j's 6-bit scale: low nibble of scales[j] (j < 8) or high nibble of scales[j-8] (j >= 8), top 2 bits
+#   at bits 2*(j/4) of scales[8 + j%4].
+#   x[e] = (d * (sc - 32)) * (q3 - 4)
+#
+#   Encode (reference): per sub-block make_q3_quants(16, nmax=4) (weights x², coordinate descent); the scale of
+#   largest |s| sets d = fp16(1 / (-32 / s_max)), sub-scales clamp(nearest_int(-32/s_max * s), -32, 31) + 32;
+#   requantize q = clamp(nearest_int(x / (d*sc)), -4, 3) + 4 where d*sc != 0.
+#   With an imatrix: weights qw * sqrt(2Σx²/256 + x²), make_qx_quants(16, 4, …) per sub-block and
+#   make_qx_quants(16, 32, scales, weights = Σ sub-block weights) for the 6-bit scales and d.
+
+
+@kernel
+def _q3_K_scale(scales, j):
+    """Sub-block ``j``'s scale from Q3_K's 12-byte field, as a signed value ``sc - 32`` in ``[-32, 31]``."""
+    if j < 8:
+        lo = np.int64(scales[j]) & 0xF
+    else:
+        lo = np.int64(scales[j - 8]) >> 4
+    hi = (np.int64(scales[8 + j % 4]) >> (2 * (j // 4))) & 3
+    return (lo | (hi << 4)) - 32
+
+
+@kernel
+def _q3_K_set_scale(scales, j, l):
+    """Pack the 6-bit value ``l`` (0…63) of sub-block ``j`` into the zeroed 12-byte field, in ggml's order."""
+    if j < 8:
+        scales[j] = l & 0xF
+    else:
+        scales[j - 8] = (np.int64(scales[j - 8]) | ((l & 0xF) << 4)) & 0xFF
+    l >>= 4
+    scales[j % 4 + 8] = (np.int64(scales[j % 4 + 8]) | (l << (2 * (j // 4)))) & 0xFF
+
+
+@kernel
+def _finish_q3_K(x, L, y, d_all):
+    """Requantize with the stored scales (``L`` signed+4 in 0…7), then write hmask and qs."""
+    scales = y[96:108]
+    for j in range(QK_K // 16):
+        d = d_all * np.float32(_q3_K_scale(scales, j))
+        if d == 0:
+            continue  # keep the levels of the first search
+        for ii in range(16):
+            l = nearest_int(x[16 * j + ii] / d)
+            L[16 * j + ii] = max(-4, min(3, l)) + 4
+    hmask = y[0:32]
+    for m in range(32):
+        hmask[m] = 0
+    for j in range(QK_K):
+        if L[j] > 3:
+            hmask[j % 32] = np.int64(hmask[j % 32]) | (1 << (j // 32))
+            L[j] -= 4
+    pack_2bit(L, y[32:96])
+
+
+@kernel
+def quantize_row_q3_K_ref(x, y):
+    """ggml ``quantize_row_q3_K_ref``: float32 ``x`` → Q3_K bytes ``y`` (no importance matrix)."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.int8)
+    scales = np.empty(QK_K // 16, np.float32)
+    for i in range(nb):
+        xb = x[i * QK_K:(i + 1) * QK_K]
+        yb = y[i * Q3_K_BYTES:(i + 1) * Q3_K_BYTES]
+        max_scale = _ZERO
+        amax = _ZERO
+        for j in range(QK_K // 16):
+            scales[j] = make_q3_quants(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16], True)
+            scale = abs(scales[j])
+            if scale > amax:
+                amax = scale
+                max_scale = scales[j]
+        ysc = yb[96:108]
+        for j in range(12):
+            ysc[j] = 0
+        if max_scale != 0:
+            iscale = _M32 / max_scale
+            for j in range(QK_K // 16):
+                l = ((nearest_int(iscale * scales[j]) + 128) & 0xFF) - 128  # C: int8_t l = nearest_int(...)
+                l = max(-32, min(31, l)) + 32
+                _q3_K_set_scale(ysc, j, l)
+            d = store_fp16(yb, 108, _ONE / iscale)
+        else:
+            d = store_fp16(yb, 108, _ZERO)
+        _finish_q3_K(xb, L, yb, d)
+
+
+@kernel
+def quantize_row_q3_K_impl(x, y, quant_weights):
+    """ggml ``quantize_row_q3_K_impl``: one row with importance weights ``quant_weights``."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.int8)
+    scales = np.empty(QK_K // 16, np.float32)
+    weight = np.empty(16, np.float32)
+    sw = np.empty(QK_K // 16, np.float32)
+    Ls = np.empty(QK_K // 16, np.int8)
+    for i in range(nb):
+        xb = x[i * QK_K:(i + 1) * QK_K]
+        yb = y[i * Q3_K_BYTES:(i + 1) * Q3_K_BYTES]
+        sumx2 = _ZERO
+        for j in range(QK_K):
+            sumx2 += xb[j] * xb[j]
+        sigma2 = (_TWO * sumx2) / _F_QK_K
+        for j in range(QK_K // 16):
+            xs = xb[16 * j:16 * j + 16]
+            qw = quant_weights[i * QK_K + 16 * j:i * QK_K + 16 * j + 16]
+            for l in range(16):
+                weight[l] = qw[l] * np.sqrt(sigma2 + xs[l] * xs[l])
+            sumw = _ZERO
+            for l in range(16):
+                sumw += weight[l]
+            sw[j] = sumw
+            scales[j] = make_qx_quants(16, 4, xs, L[16 * j:16 * j + 16], 1, weight)
+        ysc = yb[96:108]
+        for j in range(12):
+            ysc[j] = 0
+        d_block = make_qx_quants(QK_K // 16, 32, scales, Ls, 1, sw)
+        for j in range(QK_K // 16):
+            _q3_K_set_scale(ysc, j, np.int64(Ls[j]))
+        d = store_fp16(yb, 108, d_block)
+        _finish_q3_K(xb, L, yb, d)
+
+
+@kernel
+def dequantize_row_q3_K(x, y):
+    """ggml ``dequantize_row_q3_K``: ``y[e] = (d * (sc - 32)) * (q3 - 4)``, ``q3 = low2 | hmask_bit << 2``."""
+    nb = y.size // QK_K
+    for i in range(nb):
+        b = x[i * Q3_K_BYTES:(i + 1) * Q3_K_BYTES]
+        o = y[i * QK_K:(i + 1) * QK_K]
+        d_all = load_fp16(b, 108)
+        scales = b[96:108]
+        for h in range(2):
+            for k in range(4):
+                for half in range(2):
+                    dl = d_all * np.float32(_q3_K_scale(scales, 8 * h + 2 * k + half))
+                    base = 128 * h + 32 * k + 16 * half
+                    qoff = 32 + 32 * h + 16 * half
+                    hoff = 16 * half
+                    for l in range(16):
+                        low = (np.int64(b[qoff + l]) >> (2 * k)) & 3
+                        high = (np.int64(b[hoff + l]) >> (4 * h + k)) & 1
+                        o[base + l] = dl * np.float32(low - 4 + 4 * high)
+
+
+# ======================================================================================================================
+# Q4_K
+# ======================================================================================================================
+#
+#   block_q4_K (144 bytes per 256 weights = 4.5 bits per weight)
+#
+#   offset  0        2        4                    16                                     144
+#           +--------+--------+--------------------+--------------------------------------+
+#           | d fp16 | dmin   | scales[12]         | qs[128]                              |
+#           |        | fp16   | 8 x (6-bit sc,     | 4-bit q, 2 per byte                  |
+#           |        |        |      6-bit m)      |                                      |
+#           +--------+--------+--------------------+--------------------------------------+
+#
+#   8 sub-blocks of 32; (sc, m) of sub-block j: get_scale_min_k4.  Element 64c + l (l < 32) is the low nibble of
+#   qs[32c + l], element 64c + 32 + l its high nibble.
+#   x[e] = (d * sc) * q - (dmin * m)
+#
+#   Encode (reference): per sub-block weights av_x + |x| (av_x = rms of the sub-block), make_qkx2_quants(32, 15,
+#   rmin -1, rdelta 0.1, 20 steps, squared error); d = max scale / 63, dmin = max min / 63 (fp16), 6-bit
+#   sub-scales min(63, (uint8)nearest_int(63 * s / max)); requantize q = clamp(nearest_int((x + dmin*m)/(d*sc)),
+#   0, 15) where d*sc != 0.
+#   With an imatrix: weights qw * sqrt(2Σx²/256 + x²), make_qkx3_quants(32, 15, -0.9, 0.05, 36 steps) and
+#   make_qp_quants(8, 63) for the 6-bit scales and mins with d and dmin.
+
+
+@kernel
+def _requantize_qK(x, L, scales, d_all, dmin_all, nmax):
+    """Q4_K / Q5_K requantization of the 8 sub-blocks with the stored scales (skipped where ``d*sc == 0``)."""
+    for j in range(QK_K // 32):
+        sc, m = get_scale_min_k4(j, scales)
+        d = d_all * np.float32(sc)
+        if d == 0:
+            continue  # keep the levels of the first search
+        dm = dmin_all * np.float32(m)
+        for ii in range(32):
+            l = nearest_int((x[32 * j + ii] + dm) / d)
+            L[32 * j + ii] = max(0, min(nmax, l))
+
+
+@kernel
+def _quantize_block_qK_ref(xb, yb, L, Laux, weights, mins, scales, nmax, rmin, rdelta, nstep):
+    """The scale part of ``quantize_row_q4_K_ref`` / ``q5_K_ref`` for one super-block: fills d, dmin, scales, L."""
+    max_scale = _ZERO  # as the min is subtracted, the scales are non-negative
+    max_min = _ZERO
+    for j in range(QK_K // 32):
+        xs = xb[32 * j:32 * j + 32]
+        sum_x2 = _ZERO
+        for l in range(32):
+            sum_x2 += xs[l] * xs[l]
+        av_x = np.sqrt(sum_x2 / _F_32)
+        for l in range(32):
+            weights[l] = av_x + abs(xs[l])
+        scales[j], mins[j] = make_qkx2_quants(32, nmax, xs, weights, L[32 * j:32 * j + 32], Laux,
+                                              rmin, rdelta, nstep, False)
+        if scales[j] > max_scale:
+            max_scale = scales[j]
+        if mins[j] > max_min:
+            max_min = mins[j]
+    inv_scale = _F_63 / max_scale if max_scale > 0 else _ZERO
+    inv_min = _F_63 / max_min if max_min > 0 else _ZERO
+    ysc = yb[4:16]
+    for j in range(QK_K // 32):
+        ls = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)  # C: uint8_t ls = nearest_int(...); MIN(63, ls)
+        lm = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+        set_scale_min_k4(j, ysc, ls, lm)
+    d = store_fp16(yb, 0, max_scale / _F_63)
+    dmin = store_fp16(yb, 2, max_min / _F_63)
+    _requantize_qK(xb, L, ysc, d, dmin, nmax)
+
+
+@kernel
+def _quantize_block_qK_impl(xb, qwb, yb, L, Laux, weights, mins, scales, sw, Ls, Lm, nmax):
+    """The scale part of ``quantize_row_q4_K_impl`` / ``q5_K_impl`` for one super-block (with importance weights)."""
+    sum_x2 = _ZERO
+    for l in range(QK_K):
+        sum_x2 += xb[l] * xb[l]
+    sigma2 = (_TWO * sum_x2) / _F_QK_K
+    for j in range(QK_K // 32):
+        xs = xb[32 * j:32 * j + 32]
+        qw = qwb[32 * j:32 * j + 32]
+        for l in range(32):
+            weights[l] = qw[l] * np.sqrt(sigma2 + xs[l] * xs[l])
+        sumw = _ZERO
+        for l in range(32):
+            sumw += weights[l]
+        sw[j] = sumw
+        scales[j], mins[j] = make_qkx3_quants(32, nmax, xs, weights, L[32 * j:32 * j + 32], Laux,
+                                              _QKX3_RMIN, _QKX3_RDELTA, 36, False)
+    d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
+    m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
+    ysc = yb[4:16]
+    for j in range(QK_K // 32):
+        set_scale_min_k4(j, ysc, min(63, np.int64(Ls[j])), min(63, np.int64(Lm[j])))  # MIN(63) is a no-op here
+    d = store_fp16(yb, 0, d_block)
+    dmin = store_fp16(yb, 2, m_block)
+    _requantize_qK(xb, L, ysc, d, dmin, nmax)
+
+
+@kernel
+def _pack_q4_K(L, qs):
+    for c in range(4):
+        for l in range(32):
+            qs[32 * c + l] = np.int64(L[64 * c + l]) | (np.int64(L[64 * c + 32 + l]) << 4)
+
+
+@kernel
+def quantize_row_q4_K_ref(x, y):
+    """ggml ``quantize_row_q4_K_ref``: float32 ``x`` → Q4_K bytes ``y`` (no importance matrix)."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.uint8)
+    Laux = np.empty(32, np.uint8)
+    weights = np.empty(32, np.float32)
+    mins = np.empty(QK_K // 32, np.float32)
+    scales = np.empty(QK_K // 32, np.float32)
+    for i in range(nb):
+        yb = y[i * Q4_K_BYTES:(i + 1) * Q4_K_BYTES]
+        _quantize_block_qK_ref(x[i * QK_K:(i + 1) * QK_K], yb, L, Laux, weights, mins, scales, 15,
+                               _Q4_RMIN, _Q4_RDELTA, 20)
+        _pack_q4_K(L, yb[16:144])
+
+
+@kernel
+def quantize_row_q4_K_impl(x, y, quant_weights):
+    """ggml ``quantize_row_q4_K_impl``: one row with importance weights ``quant_weights``."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.uint8)
+    Laux = np.empty(32, np.uint8)
+    weights = np.empty(32, np.float32)
+    mins = np.empty(QK_K // 32, np.float32)
+    scales = np.empty(QK_K // 32, np.float32)
+    sw = np.empty(QK_K // 32, np.float32)
+    Ls = np.empty(QK_K // 32, np.uint8)
+    Lm = np.empty(QK_K // 32, np.uint8)
+    for i in range(nb):
+        yb = y[i * Q4_K_BYTES:(i + 1) * Q4_K_BYTES]
+        _quantize_block_qK_impl(x[i * QK_K:(i + 1) * QK_K], quant_weights[i * QK_K:(i + 1) * QK_K], yb,
+                                L, Laux, weights, mins, scales, sw, Ls, Lm, 15)
+        _pack_q4_K(L, yb[16:144])
+
+
+@kernel
+def dequantize_row_q4_K(x, y):
+    """ggml ``dequantize_row_q4_K``: ``y[e] = (d * sc) * q - (dmin * m)`` with (sc, m) of sub-block e/32."""
+    nb = y.size // QK_K
+    for i in range(nb):
+        b = x[i * Q4_K_BYTES:(i + 1) * Q4_K_BYTES]
+        o = y[i * QK_K:(i + 1) * QK_K]
+        d = load_fp16(b, 0)
+        dmin = load_fp16(b, 2)
+        scales = b[4:16]
+        for c in range(4):
+            sc, m = get_scale_min_k4(2 * c, scales)
+            d1 = d * np.float32(sc)
+            m1 = dmin * np.float32(m)
+            sc, m = get_scale_min_k4(2 * c + 1, scales)
+            d2 = d * np.float32(sc)
+            m2 = dmin * np.float32(m)
+            q = b[16 + 32 * c:48 + 32 * c]
+            for l in range(32):
+                o[64 * c + l] = d1 * np.float32(q[l] & 0xF) - m1
+            for l in range(32):
+                o[64 * c + 32 + l] = d2 * np.float32(q[l] >> 4) - m2
+
+
+# ======================================================================================================================
+# Q5_K
+# ======================================================================================================================
+#
+#   block_q5_K (176 bytes per 256 weights = 5.5 bits per weight)
+#
+#   offset  0        2        4              16              48                              176
+#           +--------+--------+--------------+---------------+-------------------------------+
+#           | d fp16 | dmin   | scales[12]   | qh[32]        | qs[128]                       |
+#           |        | fp16   | as Q4_K      | bit 4 of q    | bits 0-3 of q, as Q4_K        |
+#           +--------+--------+--------------+---------------+-------------------------------+
+#
+#   Element 64c + l (l < 32): low nibble of qs[32c + l], bit 2c of qh[l] adds 16;
+#   element 64c + 32 + l: high nibble of qs[32c + l], bit 2c+1 of qh[l] adds 16.
+#   x[e] = (d * sc) * q - (dmin * m), q in 0…31
+#
+#   Encode: as Q4_K with nmax = 31; the reference search uses rmin -0.5, rdelta 0.1, 15 steps.
+
+
+@kernel
+def _pack_q5_K(L, y):
+    qh = y[16:48]
+    ql = y[48:176]
+    for j in range(32):
+        qh[j] = 0
+    for c in range(4):
+        for j in range(32):
+            l1 = np.int64(L[64 * c + j])
+            if l1 > 15:
+                l1 -= 16
+                qh[j] = np.int64(qh[j]) | (1 << (2 * c))
+            l2 = np.int64(L[64 * c + j + 32])
+            if l2 > 15:
+                l2 -= 16
+                qh[j] = np.int64(qh[j]) | (2 << (2 * c))
+            ql[32 * c + j] = l1 | (l2 << 4)
+
+
+@kernel
+def quantize_row_q5_K_ref(x, y):
+    """ggml ``quantize_row_q5_K_ref``: float32 ``x`` → Q5_K bytes ``y`` (no importance matrix)."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.uint8)
+    Laux = np.empty(32, np.uint8)
+    weights = np.empty(32, np.float32)
+    mins = np.empty(QK_K // 32, np.float32)
+    scales = np.empty(QK_K // 32, np.float32)
+    for i in range(nb):
+        yb = y[i * Q5_K_BYTES:(i + 1) * Q5_K_BYTES]
+        _quantize_block_qK_ref(x[i * QK_K:(i + 1) * QK_K], yb, L, Laux, weights, mins, scales, 31,
+                               _Q5_RMIN, _Q5_RDELTA, 15)
+        _pack_q5_K(L, yb)
+
+
+@kernel
+def quantize_row_q5_K_impl(x, y, quant_weights):
+    """ggml ``quantize_row_q5_K_impl``: one row with importance weights ``quant_weights``."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.uint8)
+    Laux = np.empty(32, np.uint8)
+    weights = np.empty(32, np.float32)
+    mins = np.empty(QK_K // 32, np.float32)
+    scales = np.empty(QK_K // 32, np.float32)
+    sw = np.empty(QK_K // 32, np.float32)
+    Ls = np.empty(QK_K // 32, np.uint8)
+    Lm = np.empty(QK_K // 32, np.uint8)
+    for i in range(nb):
+        yb = y[i * Q5_K_BYTES:(i + 1) * Q5_K_BYTES]
+        _quantize_block_qK_impl(x[i * QK_K:(i + 1) * QK_K], quant_weights[i * QK_K:(i + 1) * QK_K], yb,
+                                L, Laux, weights, mins, scales, sw, Ls, Lm, 31)
+        _pack_q5_K(L, yb)
+
+
+@kernel
+def dequantize_row_q5_K(x, y):
+    """ggml ``dequantize_row_q5_K``: ``y[e] = (d * sc) * (nibble + 16*qh_bit) - (dmin * m)``."""
+    nb = y.size // QK_K
+    for i in range(nb):
+        b = x[i * Q5_K_BYTES:(i + 1) * Q5_K_BYTES]
+        o = y[i * QK_K:(i + 1) * QK_K]
+        d = load_fp16(b, 0)
+        dmin = load_fp16(b, 2)
+        scales = b[4:16]
+        qh = b[16:48]
+        for c in range(4):
+            sc, m = get_scale_min_k4(2 * c, scales)
+            d1 = d * np.float32(sc)
+            m1 = dmin * np.float32(m)
+            sc, m = get_scale_min_k4(2 * c + 1, scales)
+            d2 = d * np.float32(sc)
+            m2 = dmin * np.float32(m)
+            ql = b[48 + 32 * c:80 + 32 * c]
+            for l in range(32):
+                o[64 * c + l] = d1 * np.float32((ql[l] & 0xF) | (((qh[l] >> (2 * c)) & 1) << 4)) - m1
+            for l in range(32):
+                o[64 * c + 32 + l] = d2 * np.float32((ql[l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4)) - m2
+
+
+# ======================================================================================================================
+# Q6_K
+# ======================================================================================================================
+#
+#   block_q6_K (210 bytes per 256 weights = 6.5625 bits per weight)
+#
+#   offset  0                            128               192                208      210
+#           +----------------------------+-----------------+------------------+--------+
+#           | ql[128]                    | qh[64]          | scales[16] int8  | d fp16 |
+#           | bits 0-3 of q, 2 per byte  | bits 4-5 of q,  |                  |        |
+#           |                            | 4 per byte      |                  |        |
+#           +----------------------------+-----------------+------------------+--------+
+#
+#   Element e = 128h + 32k + l (k < 4, l < 32): low nibble (k = 0, 1) or high nibble (k = 2, 3) of
+#   ql[64h + 32(k%2) + l], bits 2k, 2k+1 of qh[32h + l]; q in 0…63; scale scales[e/16] (signed).
+#   x[e] = (d * sc) * (q - 32)
+#
+#   Encode: per sub-block of 16, make_qx_quants(16, nmax=32, weights x²) — or weights = the raw imatrix values
+#   when one is given (no σ² term); the scale of largest |s| sets d = fp16(1 / (-128 / s_max)) and the int8
+#   sub-scales min(127, nearest_int(-128/s_max * s)); requantize q = clamp(nearest_int(x / (d*sc)), -32, 31) + 32
+#   where d*sc != 0.  A super-block whose scales are all below 1e-15 is all zero bytes.
+
+
+@kernel
+def _quantize_block_q6_K(xb, qwb, yb, L, scales):
+    """One super-block of ``quantize_row_q6_K_ref`` (empty ``qwb``) or ``quantize_row_q6_K_impl``."""
+    max_scale = _ZERO
+    max_abs_scale = _ZERO
+    for ib in range(QK_K // 16):
+        qw = qwb[16 * ib:16 * ib + 16] if qwb.size > 0 else qwb
+        scale = make_qx_quants(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, qw)
+        scales[ib] = scale
+        abs_scale = abs(scale)
+        if abs_scale > max_abs_scale:
+            max_abs_scale = abs_scale
+            max_scale = scale
+    if max_abs_scale < GROUP_MAX_EPS:
+        for k in range(Q6_K_BYTES):
+            yb[k] = 0
+        return
+    iscale = _M128 / max_scale
+    d_all = store_fp16(yb, 208, _ONE / iscale)
+    ysc = yb[192:208]
+    for ib in range(QK_K // 16):
+        ysc[ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF  # int8 (two's complement)
+    for j in range(QK_K // 16):
+        d = d_all * np.float32(((np.int64(ysc[j]) + 128) & 0xFF) - 128)
+        if d == 0:
+            continue  # keep the levels of the first search
+        for ii in range(16):
+            l = nearest_int(xb[16 * j + ii] / d)
+            L[16 * j + ii] = max(-32, min(31, l)) + 32
+    for h in range(2):
+        ql = yb[64 * h:64 * h + 64]
+        qh = yb[128 + 32 * h:160 + 32 * h]
+        Lh = L[128 * h:128 * h + 128]
+        for l in range(32):
+            q1 = np.int64(Lh[l]) & 0xF
+            q2 = np.int64(Lh[l + 32]) & 0xF
+            q3 = np.int64(Lh[l + 64]) & 0xF
+            q4 = np.int64(Lh[l + 96]) & 0xF
+            ql[l] = q1 | (q3 << 4)
+            ql[l + 32] = q2 | (q4 << 4)
+            qh[l] = ((np.int64(Lh[l]) >> 4) | ((np.int64(Lh[l + 32]) >> 4) << 2) | ((np.int64(Lh[l + 64]) >> 4) << 4)
+                     | ((np.int64(Lh[l + 96]) >> 4) << 6))
+
+
+@kernel
+def quantize_row_q6_K_ref(x, y):
+    """ggml ``quantize_row_q6_K_ref``: float32 ``x`` → Q6_K bytes ``y`` (no importance matrix)."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.int8)
+    scales = np.empty(QK_K // 16, np.float32)
+    no_weights = np.empty(0, np.float32)
+    for i in range(nb):
+        _quantize_block_q6_K(x[i * QK_K:(i + 1) * QK_K], no_weights, y[i * Q6_K_BYTES:(i + 1) * Q6_K_BYTES],
+                             L, scales)
+
+
+@kernel
+def quantize_row_q6_K_impl(x, y, quant_weights):
+    """ggml ``quantize_row_q6_K_impl``: one row with importance weights ``quant_weights`` (used as they are)."""
+    nb = x.size // QK_K
+    L = np.empty(QK_K, np.int8)
+    scales = np.empty(QK_K // 16, np.float32)
+    for i in range(nb):
+        _quantize_block_q6_K(x[i * QK_K:(i + 1) * QK_K], quant_weights[i * QK_K:(i + 1) * QK_K],
+                             y[i * Q6_K_BYTES:(i + 1) * Q6_K_BYTES], L, scales)
+
+
+@kernel
+def dequantize_row_q6_K(x, y):
+    """ggml ``dequantize_row_q6_K``: ``y[e] = (d * sc) * (q - 32)`` with the signed scale ``scales[e/16]``."""
+    nb = y.size // QK_K
+    for i in range(nb):
+        b = x[i * Q6_K_BYTES:(i + 1) * Q6_K_BYTES]
+        o = y[i * QK_K:(i + 1) * QK_K]
+        d = load_fp16(b, 208)
+        for h in range(2):
+            ql = b[64 * h:64 * h + 64]
+            qh = b[128 + 32 * h:160 + 32 * h]
+            for k in range(4):
+                for half in range(2):
+                    sc = ((np.int64(b[192 + 8 * h + 2 * k + half]) + 128) & 0xFF) - 128
+                    dl = d * np.float32(sc)
+                    qoff = 32 * (k % 2) + 16 * half
+                    nshift = 4 * (k // 2)
+                    base = 128 * h + 32 * k + 16 * half
+                    for l in range(16):
+                        low = (np.int64(ql[qoff + l]) >> nshift) & 0xF
+                        high = (np.int64(qh[16 * half + l]) >> (2 * k)) & 3
+                        o[base + l] = dl * np.float32((low | (high << 4)) - 32)
+
+
+# ======================================================================================================================
+# Q8_K
+# ======================================================================================================================
+#
+#   block_q8_K (292 bytes per 256 values = 9.125 bits per value)
+#
+#   offset  0          4                                        260                    292
+#           +----------+----------------------------------------+----------------------+
+#           | d        | qs[256] int8                           | bsums[16] int16 LE   |
+#           | float32  |                                        | Σ of each 16 qs      |
+#           +----------+----------------------------------------+----------------------+
+#
+#   x[e] = d * qs[e]
+#
+#   Encode (quantize_row_q8_K_ref): max = the first value of largest |x| (with its sign), iscale = -127 / max,
+#   qs = min(127, nearest_int(iscale * x)), d = 1 / iscale (so d < 0 when max > 0 and the max maps to -127).
+#   An all-zero super-block is all zero bytes (ggml writes d and qs and leaves bsums unwritten).
+
+
+@kernel
+def _first_absmax_q8_K(xb):
+    """The first element of largest ``|x|``: ``(max, amax)`` as ggml's ``if (ax > amax)`` scan gives them.
+
+    Written as two vectorizable integer passes: for finite float32, ``|x|`` orders like its bits with the sign
+    cleared, so the largest bits give ``amax`` and the first element with those bits is ``max``.
+    """
+    amax_bits = np.int64(0)
+    for j in range(QK_K):
+        amax_bits = max(amax_bits, float32_bits(xb[j]) & 0x7FFFFFFF)
+    for j in range(QK_K):
+        if float32_bits(xb[j]) & 0x7FFFFFFF == amax_bits:
+            return xb[j], float32_from_bits(amax_bits)
+    return _ZERO, _ZERO  # unreachable for finite input
+
+
+@kernel
+def quantize_row_q8_K_ref(x, y):
+    """ggml ``quantize_row_q8_K_ref``: float32 ``x`` (finite, a multiple of 256) → Q8_K bytes ``y``, with bsums."""
+    nb = x.size // QK_K
+    qs = np.empty(QK_K, np.int64)
+    for i in range(nb):
+        xb = x[i * QK_K:(i + 1) * QK_K]
+        yb = y[i * Q8_K_BYTES:(i + 1) * Q8_K_BYTES]
+        max_, amax = _first_absmax_q8_K(xb)
+        if amax == 0:
+            for k in range(Q8_K_BYTES):
+                yb[k] = 0
+            continue
+        iscale = _M127 / max_
+        for j in range(QK_K):
+            qs[j] = min(127, nearest_int(iscale * xb[j]))
+        for j in range(QK_K):
+            v = qs[j] & 0xFF  # C: int8_t (two's complement)
+            yb[4 + j] = v
+            qs[j] = (v ^ 0x80) - 0x80
+        for j in range(QK_K // 16):
+            s = np.int64(0)
+            for ii in range(16):
+                s += qs[16 * j + ii]
+            yb[260 + 2 * j] = s & 0xFF
+            yb[261 + 2 * j] = (s >> 8) & 0xFF
+        dbits = float32_bits(_ONE / iscale)
+        yb[0] = dbits & 0xFF
+        yb[1] = (dbits >> 8) & 0xFF
+        yb[2] = (dbits >> 16) & 0xFF
+        yb[3] = dbits >> 24
+
+
+@kernel
+def dequantize_row_q8_K(x, y):
+    """ggml ``dequantize_row_q8_K``: ``y[e] = d * qs[e]`` (float32 ``d``, int8 ``qs``; bsums are not read)."""
+    nb = y.size // QK_K
+    for i in range(nb):
+        b = x[i * Q8_K_BYTES:(i + 1) * Q8_K_BYTES]
+        o = y[i * QK_K:(i + 1) * QK_K]
+        d = float32_from_bits(np.int64(b[0]) | (np.int64(b[1]) << 8) | (np.int64(b[2]) << 16)
+                              | (np.int64(b[3]) << 24))
+        for j in range(QK_K):
+            o[j] = d * np.float32((np.int64(b[4 + j]) ^ 0x80) - 0x80)
+
+
+# ======================================================================================================================
+# The row-parallel kernels of the registry (ggml's quantize_qX_K: _ref without imatrix, _impl row by row with one)
+# ======================================================================================================================
+
+
+@parallel_kernel
+def quantize_q2_K(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        if imatrix.size == 0:
+            quantize_row_q2_K_ref(x[r], out[r])
+        else:
+            quantize_row_q2_K_impl(x[r], out[r], imatrix)
+
+
+@parallel_kernel
+def quantize_q3_K(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        if imatrix.size == 0:
+            quantize_row_q3_K_ref(x[r], out[r])
+        else:
+            quantize_row_q3_K_impl(x[r], out[r], imatrix)
+
+
+@parallel_kernel
+def quantize_q4_K(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        if imatrix.size == 0:
+            quantize_row_q4_K_ref(x[r], out[r])
+        else:
+            quantize_row_q4_K_impl(x[r], out[r], imatrix)
+
+
+@parallel_kernel
+def quantize_q5_K(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        if imatrix.size == 0:
+            quantize_row_q5_K_ref(x[r], out[r])
+        else:
+            quantize_row_q5_K_impl(x[r], out[r], imatrix)
+
+
+@parallel_kernel
+def quantize_q6_K(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        if imatrix.size == 0:
+            quantize_row_q6_K_ref(x[r], out[r])
+        else:
+            quantize_row_q6_K_impl(x[r], out[r], imatrix)
+
+
+@parallel_kernel
+def quantize_q8_K(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        quantize_row_q8_K_ref(x[r], out[r])
+
+
+@parallel_kernel
+def dequantize_q2_K(q, out):
+    for r in prange(q.shape[0]):
+        dequantize_row_q2_K(q[r], out[r])
+
+
+@parallel_kernel
+def dequantize_q3_K(q, out):
+    for r in prange(q.shape[0]):
+        dequantize_row_q3_K(q[r], out[r])
+
+
+@parallel_kernel
+def dequantize_q4_K(q, out):
+    for r in prange(q.shape[0]):
+        dequantize_row_q4_K(q[r], out[r])
+
+
+@parallel_kernel
+def dequantize_q5_K(q, out):
+    for r in prange(q.shape[0]):
+        dequantize_row_q5_K(q[r], out[r])
+
+
+@parallel_kernel
+def dequantize_q6_K(q, out):
+    for r in prange(q.shape[0]):
+        dequantize_row_q6_K(q[r], out[r])
+
+
+@parallel_kernel
+def dequantize_q8_K(q, out):
+    for r in prange(q.shape[0]):
+        dequantize_row_q8_K(q[r], out[r])
+
+
+FORMATS = [
+    BlockFormat(GGMLType.Q2_K, quantize=quantize_q2_K, dequantize=dequantize_q2_K, imatrix=Imatrix.OPTIONAL,
+                finite_only=True),
+    BlockFormat(GGMLType.Q3_K, quantize=quantize_q3_K, dequantize=dequantize_q3_K, imatrix=Imatrix.OPTIONAL,
+                finite_only=True),
+    BlockFormat(GGMLType.Q4_K, quantize=quantize_q4_K, dequantize=dequantize_q4_K, imatrix=Imatrix.OPTIONAL,
+                finite_only=True),
+    BlockFormat(GGMLType.Q5_K, quantize=quantize_q5_K, dequantize=dequantize_q5_K, imatrix=Imatrix.OPTIONAL,
+                finite_only=True),
+    BlockFormat(GGMLType.Q6_K, quantize=quantize_q6_K, dequantize=dequantize_q6_K, imatrix=Imatrix.OPTIONAL,
+                finite_only=True),
+    BlockFormat(GGMLType.Q8_K, quantize=quantize_q8_K, dequantize=dequantize_q8_K, imatrix=Imatrix.NONE,
+                finite_only=True),
+]

