@@ -44,3 +44,11 @@ def vocab_paths():
     from refllm.reference.data import vocab_files
 
     return vocab_files()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses the reference build or the real files, so ``-m "not reference"`` is the fast path
+    (refllm alone plus the committed known-answer files)."""
+    for item in items:
+        if {"reference", "ggml", "gemma3_path", "vocab_paths"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker("reference")

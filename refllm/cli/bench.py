@@ -1,11 +1,13 @@
-"""``refllm bench gguf|...``: benchmarks that measure refllm and the reference side by side in one run."""
+"""``refllm bench gguf|quants``: benchmarks that measure refllm and the reference side by side in one run."""
 
 from __future__ import annotations
 
 from ..bench import gguf as bench_gguf
+from ..bench import quants as bench_quants
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks against llama.cpp / gguf-py, measured in the same run")
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
     bench_gguf.add_parser(kinds)
+    bench_quants.add_parser(kinds)
