@@ -25,7 +25,10 @@ def gemma_weights(gemma3_path, ggml):
         for t in f.tensors:
             raw = t.raw.reshape(t.n_elements // t.shape[0], -1)  # uint8 [rows, row_bytes]
             ours = quants.dequantize(raw, t.type)
-            theirs = ggml.to_float(raw, t.type, t.shape[0])
+            if t.type == GGMLType.F32:  # ggml has no to_float for F32: the bytes are the floats
+                theirs = raw.view(np.float32)
+            else:
+                theirs = ggml.to_float(raw, t.type, t.shape[0])
             assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)), t.name
             weights[t.name] = (t.shape[0], ours.reshape(-1))
     return weights

@@ -12,8 +12,27 @@ import numpy as np
 
 from ..jit import float32_bits, float32_from_bits, kernel
 
-# ggml_compute_fp16_to_fp32 is exact, and so is numpy's float16 → float32: a 65,536-entry table is the decoder.
-FP16_TO_FP32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def _ggml_fp16_to_fp32_table() -> np.ndarray:
+    """``ggml_compute_fp16_to_fp32`` (ggml-impl.h) for all 65,536 half bit patterns, computed as ggml computes it.
+
+    Normal numbers, infinities and NaNs are made by a float32 multiply (by 2**-112), which also quiets a
+    signalling NaN — so this differs from a plain IEEE conversion (numpy's) for the half sNaNs 0x7C01…0x7DFF and
+    their negatives.  Subnormals come from a float32 subtraction; both are exact for every other value.
+    """
+    w = np.arange(65536, dtype=np.uint32) << 16
+    sign = w & 0x80000000
+    two_w = (w + w) & 0xFFFFFFFF
+    with np.errstate(invalid="ignore"):  # NaN * 2**-112 is the point, not an accident
+        normalized = (((two_w >> 4) + (0xE0 << 23)) & 0xFFFFFFFF).view(np.float32) * np.float32(2.0**-112)
+    denormalized = ((two_w >> 17) | (126 << 23)).view(np.float32) - np.float32(0.5)
+    magnitude = np.where(two_w < (1 << 27), denormalized.view(np.uint32), normalized.view(np.uint32))
+    return (sign | magnitude).view(np.float32)
+
+
+# GGML_FP16_TO_FP32 as a table: the decoder of every fp16 scale and value in every block format.
+FP16_TO_FP32 = _ggml_fp16_to_fp32_table()
 
 _SCALE_TO_INF = np.float32(2.0**112)
 _SCALE_TO_ZERO = np.float32(2.0**-110)

@@ -137,8 +137,8 @@ def log2f(x):
 
     Computed as ``log2`` in float64, rounded to float32.  ggml only uses ``floorf(log2f(amax))``; that floor is
     identical to glibc's ``log2f`` for every positive finite float32 (checked exhaustively, all 2,139,095,039 of
-    them, on glibc 2.36).  Note it is *not* the binary exponent: ``log2f(2**k * (1 - 2**-24))`` rounds up to ``k``
-    for k ≥ 2.
+    them, on glibc 2.36).  Note it is *not* the binary exponent: ``log2f(2**k * (1 - 2**-24))`` rounds to ``k``
+    for k ≥ 3 and k ≤ -2, so its floor is k, not k - 1.
     """
     return np.float32(math.log2(np.float64(x)))
 
@@ -222,7 +222,8 @@ def quantize_mxfp4(x, imatrix, out):
 
 @parallel_kernel
 def dequantize_mxfp4(q, out):
-    """``dequantize_row_mxfp4``: ``y[j] = kvalues_mxfp4[qs[j] & 15] * d``, ``y[j+16] = kvalues_mxfp4[qs[j] >> 4] * d``."""
+    """``dequantize_row_mxfp4``: ``y[j] = kvalues_mxfp4[qs[j] & 15] * d``, ``y[j+16] = kvalues_mxfp4[qs[j] >> 4] * d``
+    (the int8 value converted to float first; ``d = e8m0_to_fp32_half(e)``)."""
     nrows = q.shape[0]
     nb = q.shape[1] // MXFP4_BYTES
     for r in prange(nrows):

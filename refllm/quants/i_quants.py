@@ -231,8 +231,9 @@ def dequantize_iq2_s(q, out):
 #
 #   db = d * (0.5 + s) * 0.5;   x[8l + j] = ±db * grid[qs[2l + j/4]][j % 4]
 #
-#   Encode (quantize_row_iq3_xxs_impl): like IQ2_XXS with 4-weight grid points of {1,3,…,15}/2-scaled magnitudes
-#   (the 256-point grid); without an imatrix the weights are x².
+#   Encode (quantize_row_iq3_xxs_impl(256, ...)): like IQ2_XXS with 8 magnitude levels: signs with the parity
+#   trick, a scale search, each group of 4 |x| snapped to the 256-point grid (neighbour tables when off-grid); the
+#   sub-scales as 4 bits against d = max/31, stored as fp16(d * 1.0125); without an imatrix the weights are x².
 
 
 @parallel_kernel
@@ -404,7 +405,8 @@ def dequantize_iq1_m(q, out):
 
 @parallel_kernel
 def dequantize_iq4_nl(q, out):
-    """``dequantize_row_iq4_nl``: ``y[j] = d * kvalues_iq4nl[qs[j] & 15]``, ``y[j+16] = d * kvalues_iq4nl[qs[j] >> 4]``."""
+    """``dequantize_row_iq4_nl``: ``y[j] = d * kvalues_iq4nl[qs[j] & 15]``,
+    ``y[j+16] = d * kvalues_iq4nl[qs[j] >> 4]``."""
     nrows = q.shape[0]
     nb = q.shape[1] // 18
     for r in prange(nrows):

@@ -40,19 +40,6 @@ _TWO_POW_31 = np.float32(2.0**31)
 _INT32_MIN = -(2**31)
 
 
-def _quiet_nans(table):
-    """``table`` with every signaling NaN made quiet (bit 22 set), as an arithmetic operation would leave it."""
-    bits = table.view(np.uint32).copy()
-    bits[(bits & 0x7FFFFFFF) > 0x7F800000] |= 0x00400000
-    return bits.view(np.float32)
-
-
-# ggml's GGML_FP16_TO_FP32 (``ggml_compute_fp16_to_fp32``) builds normal values with a float multiply by 2**-112,
-# which turns a signaling-NaN half (0x7C01 … 0x7DFF and the negatives) into a QUIET float32 NaN.  FP16_TO_FP32
-# keeps the signaling bit; it makes no difference where d goes through arithmetic anyway, but Q1_0 stores d as is.
-GGML_FP16_TO_FP32 = _quiet_nans(FP16_TO_FP32)
-
-
 @kernel
 def roundf(v):
     """C's ``roundf``: round to the nearest integer, halves away from zero (NaN and ±inf unchanged).
@@ -128,7 +115,7 @@ def dequantize_q1_0(q, out):
         for i in range(nb):
             b = i * Q1_0_BYTES
             y0 = i * QK1_0
-            d = GGML_FP16_TO_FP32[np.int64(q[r, b]) | (np.int64(q[r, b + 1]) << 8)]
+            d = FP16_TO_FP32[np.int64(q[r, b]) | (np.int64(q[r, b + 1]) << 8)]
             neg_d = -d
             for j in range(QK1_0):
                 bit = (q[r, b + 2 + (j >> 3)] >> (j & 7)) & 1

@@ -1,0 +1,203 @@
+"""Q1_0 and Q2_0 (refllm.quants.low_bit) against ggml: encoder bytes and decoder bits must be identical."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from refllm import quants
+from refllm.quants import QuantError, low_bit
+
+pytestmark = pytest.mark.reference
+
+BLOCK = {"Q1_0": (128, 18), "Q2_0": (64, 18)}
+FLT_MAX = np.finfo(np.float32).max
+TINY = np.float32(2.0**-149)
+
+
+def assert_same_bytes(ours, theirs):
+    assert ours.dtype == np.uint8 and ours.shape == theirs.shape
+    bad = np.argwhere(ours != theirs)
+    assert bad.size == 0, f"{len(bad)} bytes differ, first at {bad[:5].tolist()}"
+
+
+def assert_same_bits(ours, theirs):
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape
+    a, b = ours.view(np.uint32), theirs.view(np.uint32)
+    bad = np.argwhere(a != b)
+    assert bad.size == 0, (f"{len(bad)} floats differ, first at {bad[:5].tolist()}: "
+                           f"{[hex(v) for v in a[a != b][:5]]} vs {[hex(v) for v in b[a != b][:5]]}")
+
+
+@st.composite
+def float_rows(draw, block, nonfinite=False, max_rows=3, max_blocks=4):
+    """float32 rows [nrows, k*block] of one of many shapes of data, optionally sprinkled with NaN and ±inf."""
+    nrows = draw(st.integers(1, max_rows))
+    n = block * draw(st.integers(1, max_blocks))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["gaussian", "student_t", "cauchy", "constant", "zeros", "outlier", "subnormal",
+                                 "huge", "halves", "bits", "hypothesis"]))
+    scale = 10.0 ** draw(st.integers(-42, 36))
+    shape = (nrows, n)
+    if kind == "gaussian":
+        x = rng.standard_normal(shape) * scale
+    elif kind == "student_t":
+        x = rng.standard_t(2.0, shape) * scale
+    elif kind == "cauchy":
+        x = rng.standard_cauchy(shape) * scale
+    elif kind == "constant":
+        x = np.full(shape, draw(st.floats(width=32, allow_nan=False, allow_infinity=False)))
+    elif kind == "zeros":
+        x = np.where(rng.random(shape) < 0.5, -0.0, 0.0)
+    elif kind == "outlier":
+        x = rng.standard_normal(shape) * 1e-3
+        x[rng.integers(nrows), rng.integers(n)] = draw(st.sampled_from([1e4, -1e4, 3e38, -3e38, 1.0, -1.0]))
+    elif kind == "subnormal":
+        x = rng.integers(-(2**23), 2**23, shape) * np.float64(TINY)
+    elif kind == "huge":
+        x = rng.uniform(-1.0, 1.0, shape) * FLT_MAX
+        x[0, 0] = draw(st.sampled_from([FLT_MAX, -FLT_MAX]))
+    elif kind == "halves":
+        x = rng.integers(-24, 25, shape) * 0.5 * 2.0 ** draw(st.integers(-130, 100))
+    elif kind == "bits":
+        bits = rng.integers(0, 2**32, shape, dtype=np.uint64).astype(np.uint32)
+        bits[(bits & 0x7F800000) == 0x7F800000] = 0  # keep finite values only
+        x = bits.view(np.float32).astype(np.float64)
+    else:
+        x = draw(arrays(np.float32, shape, elements=st.floats(width=32, allow_nan=nonfinite,
+                                                              allow_infinity=nonfinite)))
+    x = np.asarray(x, np.float64)
+    x = np.where(np.isfinite(x), np.clip(x, -FLT_MAX, FLT_MAX), x).astype(np.float32)
+    if nonfinite:
+        mask = rng.random(shape) < draw(st.sampled_from([0.0, 0.02, 0.3, 1.0]))
+        x[mask] = rng.choice(np.array([np.nan, np.inf, -np.inf], np.float32), mask.sum())
+    return x
+
+
+@st.composite
+def block_bytes(draw, qtype, max_rows=3, max_blocks=6):
+    nrows = draw(st.integers(1, max_rows))
+    nb = draw(st.integers(1, max_blocks))
+    block, size = BLOCK[qtype]
+    return draw(arrays(np.uint8, (nrows, nb * size))), nb * block
+
+
+# -- encoders ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("qtype", ["Q1_0", "Q2_0"])
+@settings(max_examples=150)
+@given(data=st.data())
+def test_encode_matches_ggml(ggml, qtype, data):
+    x = data.draw(float_rows(BLOCK[qtype][0]))
+    assert_same_bytes(quants.quantize(x, qtype), ggml.quantize_chunk(x, qtype))
+
+
+@pytest.mark.parametrize("qtype", ["Q1_0", "Q2_0"])
+@settings(max_examples=30)
+@given(data=st.data())
+def test_imatrix_is_ignored(ggml, qtype, data):
+    """With an imatrix ggml runs the same _ref function row by row; the bytes do not change."""
+    x = data.draw(float_rows(BLOCK[qtype][0]))
+    w = np.random.default_rng(0).random(x.shape[1]).astype(np.float32)
+    expected = ggml.quantize_chunk(x, qtype, imatrix=w)
+    assert_same_bytes(quants.quantize(x, qtype, imatrix=w), expected)
+    assert_same_bytes(quants.quantize(x, qtype), expected)
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_q1_0_nonfinite_matches_ggml(ggml, data):
+    """Q1_0 is defined for NaN and ±inf: the sum of |x| becomes NaN/inf (fp16 0x7E00/0x7C00), NaN >= 0 is false."""
+    x = data.draw(float_rows(128, nonfinite=True))
+    assert_same_bytes(quants.quantize(x, "Q1_0"), ggml.quantize_chunk(x, "Q1_0"))
+
+
+@settings(max_examples=30)
+@given(data=st.data())
+def test_q2_0_rejects_nonfinite(data):
+    """Q2_0 computes (int)roundf(x/d): C leaves that undefined for NaN and ±inf, so refllm refuses them."""
+    x = data.draw(float_rows(64, nonfinite=True))
+    if np.isfinite(x).all():
+        x[-1, -1] = np.nan
+    with pytest.raises(QuantError):
+        quants.quantize(x, "Q2_0")
+
+
+def test_q2_0_rounds_halves_away_from_zero(ggml):
+    """roundf, not round-half-even: with amax = 1 the codes are roundf(x) + 1, x = ±0.5, ±0.49999997, ±1, 0."""
+    vals = np.array([0.5, -0.5, 0.49999997, -0.49999997, 0.50000006, -0.50000006, 1.0, -1.0, 0.0, -0.0,
+                     0.25, -0.75, 0.75, 1e-45, -1e-45, 0.9999999], np.float32)
+    x = np.resize(vals, (2, 64)).astype(np.float32)
+    assert_same_bytes(quants.quantize(x, "Q2_0"), ggml.quantize_chunk(x, "Q2_0"))
+
+
+def test_q2_0_tiny_blocks_follow_x86(ggml):
+    """amax below 2**-128 makes 1/amax overflow to inf; ggml then converts ±inf and NaN (0*inf) to int with
+    x86-64's cvttss2si (INT_MIN → code 0).  refllm reproduces that for every such block."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for amax_bits in [1, 2, 3, 7, 0x100, 0x1FFFFF, 0x200000, 0x200001, 0x3FFFFF, 0x400000, 0x7FFFFF, 0x800000]:
+        amax = np.uint32(amax_bits).view(np.float32)
+        x = (rng.integers(-3, 4, 64) * np.float64(TINY)).clip(-amax, amax).astype(np.float32)
+        x[7] = amax
+        rows.append(x)
+    x = np.array(rows, np.float32)
+    assert_same_bytes(quants.quantize(x, "Q2_0"), ggml.quantize_chunk(x, "Q2_0"))
+
+
+def test_q1_0_sign_of_zero(ggml):
+    x = np.resize(np.array([0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45], np.float32), (1, 128)).astype(np.float32)
+    assert_same_bytes(quants.quantize(x, "Q1_0"), ggml.quantize_chunk(x, "Q1_0"))
+
+
+# -- decoders ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("qtype", ["Q1_0", "Q2_0"])
+@settings(max_examples=150)
+@given(data=st.data())
+def test_decode_arbitrary_bytes(ggml, qtype, data):
+    q, n = data.draw(block_bytes(qtype))
+    assert_same_bits(quants.dequantize(q, qtype), ggml.to_float(q, qtype, n))
+
+
+@pytest.mark.parametrize("qtype", ["Q1_0", "Q2_0"])
+def test_decode_special_scales(ggml, qtype):
+    """Every fp16 NaN (signaling ones included: ggml's fp16→fp32 quiets them), ±inf, ±0, subnormals, max."""
+    block, size = BLOCK[qtype]
+    halves = np.array([0x7C00, 0xFC00, 0x7C01, 0x7DFF, 0x7E00, 0x7FFF, 0xFC01, 0xFE00, 0x0000, 0x8000, 0x0001,
+                       0x03FF, 0x7BFF, 0xFBFF, 0x3C00, 0xBC00], np.uint16)
+    q = np.zeros((len(halves), size), np.uint8)
+    q[:, 0] = halves & 0xFF
+    q[:, 1] = halves >> 8
+    q[:, 2:] = np.arange(size - 2, dtype=np.uint8) * 37 + 11
+    assert_same_bits(quants.dequantize(q, qtype), ggml.to_float(q, qtype, block))
+    allh = np.arange(65536, dtype=np.uint32)
+    q = np.zeros((65536, size), np.uint8)
+    q[:, 0] = allh & 0xFF
+    q[:, 1] = allh >> 8
+    q[:, 2:] = 0xA5
+    assert_same_bits(quants.dequantize(q, qtype), ggml.to_float(q, qtype, block))
+
+
+@pytest.mark.parametrize("qtype", ["Q1_0", "Q2_0"])
+@settings(max_examples=50)
+@given(data=st.data())
+def test_roundtrip_through_ggml(ggml, qtype, data):
+    x = data.draw(float_rows(BLOCK[qtype][0]))
+    q = ggml.quantize_chunk(x, qtype)
+    assert_same_bits(quants.dequantize(q, qtype), ggml.to_float(q, qtype, x.shape[1]))
+
+
+def test_roundf_and_c_int():
+    for v, expected in [(0.5, 1.0), (-0.5, -1.0), (1.5, 2.0), (2.5, 3.0), (-2.5, -3.0), (0.49999997, 0.0),
+                        (-0.49999997, -0.0), (8388607.5, 8388608.0), (1e30, 1e30), (0.0, 0.0)]:
+        r = low_bit.roundf(np.float32(v))
+        assert r == np.float32(expected) and np.signbit(r) == np.signbit(np.float32(expected)), v
+    assert np.isnan(low_bit.roundf(np.float32(np.nan)))
+    assert low_bit.c_int(np.float32(-2.9)) == -2
+    assert low_bit.c_int(np.float32(2147483520.0)) == 2147483520
+    for v in (np.nan, np.inf, -np.inf, 2.0**31, -(2.0**32)):
+        assert low_bit.c_int(np.float32(v)) == -(2**31)
