@@ -6,84 +6,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
+from quant_strategies import TINY, assert_same_bits, assert_same_bytes, block_bytes, float_rows
 from refllm import quants
 from refllm.quants import QuantError, low_bit
 
 pytestmark = pytest.mark.reference
 
 BLOCK = {"Q1_0": (128, 18), "Q2_0": (64, 18)}
-FLT_MAX = np.finfo(np.float32).max
-TINY = np.float32(2.0**-149)
-
-
-def assert_same_bytes(ours, theirs):
-    assert ours.dtype == np.uint8 and ours.shape == theirs.shape
-    bad = np.argwhere(ours != theirs)
-    assert bad.size == 0, f"{len(bad)} bytes differ, first at {bad[:5].tolist()}"
-
-
-def assert_same_bits(ours, theirs):
-    assert ours.dtype == np.float32 and ours.shape == theirs.shape
-    a, b = ours.view(np.uint32), theirs.view(np.uint32)
-    bad = np.argwhere(a != b)
-    assert bad.size == 0, (f"{len(bad)} floats differ, first at {bad[:5].tolist()}: "
-                           f"{[hex(v) for v in a[a != b][:5]]} vs {[hex(v) for v in b[a != b][:5]]}")
-
-
-@st.composite
-def float_rows(draw, block, nonfinite=False, max_rows=3, max_blocks=4):
-    """float32 rows [nrows, k*block] of one of many shapes of data, optionally sprinkled with NaN and ±inf."""
-    nrows = draw(st.integers(1, max_rows))
-    n = block * draw(st.integers(1, max_blocks))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["gaussian", "student_t", "cauchy", "constant", "zeros", "outlier", "subnormal",
-                                 "huge", "halves", "bits", "hypothesis"]))
-    scale = 10.0 ** draw(st.integers(-42, 36))
-    shape = (nrows, n)
-    if kind == "gaussian":
-        x = rng.standard_normal(shape) * scale
-    elif kind == "student_t":
-        x = rng.standard_t(2.0, shape) * scale
-    elif kind == "cauchy":
-        x = rng.standard_cauchy(shape) * scale
-    elif kind == "constant":
-        x = np.full(shape, draw(st.floats(width=32, allow_nan=False, allow_infinity=False)))
-    elif kind == "zeros":
-        x = np.where(rng.random(shape) < 0.5, -0.0, 0.0)
-    elif kind == "outlier":
-        x = rng.standard_normal(shape) * 1e-3
-        x[rng.integers(nrows), rng.integers(n)] = draw(st.sampled_from([1e4, -1e4, 3e38, -3e38, 1.0, -1.0]))
-    elif kind == "subnormal":
-        x = rng.integers(-(2**23), 2**23, shape) * np.float64(TINY)
-    elif kind == "huge":
-        x = rng.uniform(-1.0, 1.0, shape) * FLT_MAX
-        x[0, 0] = draw(st.sampled_from([FLT_MAX, -FLT_MAX]))
-    elif kind == "halves":
-        x = rng.integers(-24, 25, shape) * 0.5 * 2.0 ** draw(st.integers(-130, 100))
-    elif kind == "bits":
-        bits = rng.integers(0, 2**32, shape, dtype=np.uint64).astype(np.uint32)
-        bits[(bits & 0x7F800000) == 0x7F800000] = 0  # keep finite values only
-        x = bits.view(np.float32).astype(np.float64)
-    else:
-        x = draw(arrays(np.float32, shape, elements=st.floats(width=32, allow_nan=nonfinite,
-                                                              allow_infinity=nonfinite)))
-    x = np.asarray(x, np.float64)
-    x = np.where(np.isfinite(x), np.clip(x, -FLT_MAX, FLT_MAX), x).astype(np.float32)
-    if nonfinite:
-        mask = rng.random(shape) < draw(st.sampled_from([0.0, 0.02, 0.3, 1.0]))
-        x[mask] = rng.choice(np.array([np.nan, np.inf, -np.inf], np.float32), mask.sum())
-    return x
-
-
-@st.composite
-def block_bytes(draw, qtype, max_rows=3, max_blocks=6):
-    nrows = draw(st.integers(1, max_rows))
-    nb = draw(st.integers(1, max_blocks))
-    block, size = BLOCK[qtype]
-    return draw(arrays(np.uint8, (nrows, nb * size))), nb * block
-
 
 # -- encoders ---------------------------------------------------------------------------------------------------------
 

@@ -26,9 +26,9 @@ def _gguf_py(qtype: GGMLType):
     enc = (lambda x: gguf.quants.quantize(x, their_type))
     dec = (lambda q: gguf.quants.dequantize(q, their_type))
     try:
-        q = enc(np.zeros((1, TYPE_SIZES[qtype].block_size), np.float32))
+        enc(np.zeros((1, TYPE_SIZES[qtype].block_size), np.float32))
     except (NotImplementedError, TypeError, ValueError):
-        enc, q = None, None
+        enc = None
     try:
         dec(np.zeros((1, TYPE_SIZES[qtype].type_size), np.uint8))
     except (NotImplementedError, TypeError, ValueError):

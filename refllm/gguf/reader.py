@@ -340,7 +340,6 @@ class GGUFFile:
         if row % block_size:
             raise c.error(f"{field} ne[0]", f"{row} elements per row is not a multiple of the "
                           f"{ggml_type.name} block size {block_size}", dims_at + 4)
-        offset_at = c.pos
         offset = c.u64(f"{field} offset")
         return TensorInfo(name, ggml_type, tuple(shape), offset, at,
                           n_elements, n_elements // block_size * type_size, self)
