@@ -1,7 +1,8 @@
-"""``refllm bench gguf|quants``: benchmarks that measure refllm and the reference side by side in one run."""
+"""``refllm bench gguf|quants|convert``: benchmarks that measure refllm and the reference side by side in one run."""
 
 from __future__ import annotations
 
+from ..bench import convert as bench_convert
 from ..bench import gguf as bench_gguf
 from ..bench import quants as bench_quants
 
@@ -11,3 +12,4 @@ def add_parser(sub) -> None:
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
     bench_gguf.add_parser(kinds)
     bench_quants.add_parser(kinds)
+    bench_convert.add_parser(kinds)
