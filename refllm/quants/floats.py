@@ -10,7 +10,8 @@ bits for all of them:
 * F32 — a byte copy (``memcpy`` in ``ggml_quantize_chunk``); NaN payloads, signaling NaNs and −0 survive.
 * F16 — ``ggml_fp32_to_fp16_row`` = ``GGML_FP32_TO_FP16`` per element (round to nearest even, subnormal halves,
   overflow to ±inf, every NaN becomes ``sign | 0x7E00``); decoded by ``ggml_fp16_to_fp32_row`` =
-  ``GGML_FP16_TO_FP32``, which is exact except that it *quiets* signaling NaNs (see :func:`ggml_compute_fp16_to_fp32`).
+  ``GGML_FP16_TO_FP32``, which is exact except that it *quiets* signaling NaNs: ggml multiplies by 2**-112, which
+  sets the quiet bit of a half sNaN (0x7C01 → 0x7FC02000, where a plain IEEE conversion gives 0x7F802000).
 * BF16 — ``ggml_fp32_to_bf16_row_ref`` (round to nearest even on the top 16 bits; NaN → ``(bits >> 16) | 64``);
   decoded by ``ggml_bf16_to_fp32_row``, which puts the 16 bits on top of 16 zero bits (NaNs stay as they are).
 """
@@ -20,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ggml_types import GGMLType
-from ..jit import float32_bits, float32_from_bits, kernel, parallel_kernel, prange
-from .common import bf16_to_fp32, fp32_to_bf16, fp32_to_fp16
+from ..jit import float32_bits, float32_from_bits, parallel_kernel, prange
+from .common import FP16_TO_FP32, bf16_to_fp32, fp32_to_bf16, fp32_to_fp16
 from .registry import BlockFormat, Imatrix
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -68,36 +69,8 @@ def dequantize_f32(q, out):
 #
 # Encode: GGML_FP32_TO_FP16 (refllm.quants.common.fp32_to_fp16) — round to nearest even, keep subnormals, overflow
 # to ±inf, NaN → sign | 0x7E00 (the payload is dropped).
-# Decode: GGML_FP16_TO_FP32 (ggml_compute_fp16_to_fp32 below) — exact; signaling NaNs come out quiet.
+# Decode: GGML_FP16_TO_FP32 (the table refllm.quants.common.FP16_TO_FP32) — exact; signaling NaNs come out quiet.
 # ---------------------------------------------------------------------------------------------------------------------
-
-_EXP_OFFSET = 0xE0 << 23
-_EXP_SCALE = np.float32(2.0**-112)
-_MAGIC_MASK = 126 << 23
-_MAGIC_BIAS = np.float32(0.5)
-_DENORMALIZED_CUTOFF = 1 << 27
-
-
-@kernel
-def ggml_compute_fp16_to_fp32(h):
-    """``GGML_FP16_TO_FP32`` (ggml-impl.h): the float32 value of half-precision bits ``h``, computed as ggml does.
-
-    Normal halves, infinities and NaNs: move exponent and mantissa into a float32 whose exponent is too large by
-    112 and multiply by 2**-112 (exact).  Subnormal halves: put the mantissa under the exponent of 0.5 and subtract
-    0.5 (exact).  The multiplication is the one place where this differs from a pure bit conversion (and from
-    ``numpy.float16.astype(float32)``, i.e. :data:`refllm.quants.common.FP16_TO_FP32`): a signaling NaN half
-    (0x7C01…0x7DFF, 0xFC01…0xFDFF) comes out with the float32 quiet bit (0x00400000) set, payload kept.
-    """
-    w = np.int64(h) << 16
-    sign = w & 0x80000000
-    two_w = (w + w) & 0xFFFFFFFF
-    normalized_value = float32_from_bits((two_w >> 4) + _EXP_OFFSET) * _EXP_SCALE
-    denormalized_value = float32_from_bits((two_w >> 17) | _MAGIC_MASK) - _MAGIC_BIAS
-    if two_w < _DENORMALIZED_CUTOFF:
-        result = sign | float32_bits(denormalized_value)
-    else:
-        result = sign | float32_bits(normalized_value)
-    return float32_from_bits(result)
 
 
 @parallel_kernel
@@ -116,7 +89,7 @@ def dequantize_f16(q, out):
     for r in prange(q.shape[0]):
         for j in range(out.shape[1]):
             h = np.int64(q[r, 2 * j]) | (np.int64(q[r, 2 * j + 1]) << 8)
-            out[r, j] = ggml_compute_fp16_to_fp32(h)
+            out[r, j] = FP16_TO_FP32[h]  # GGML_FP16_TO_FP32 (sNaN halves come out quiet)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

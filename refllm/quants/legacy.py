@@ -27,8 +27,9 @@ with weights ``qw[j] * sqrt(sigma2 + x[j]**2)`` (``sigma2`` = mean of ``x**2`` o
 the importance matrix.
 
 **C conversions out of range.**  ggml's casts ``(int8_t)f``, ``(uint8_t)f`` and the store of ``roundf(f)`` into an
-``int8_t`` are undefined in C when ``f`` is NaN, ±inf or too large.  They are reached with finite input too (a
-block whose largest magnitude is below about 2.4e-38 has ``d`` so small that ``1/d`` is ``inf``).  The reference
+``int8_t`` are undefined in C when ``f`` is NaN, ±inf or too large.  They are reached with finite input too: in a
+block of tiny values (magnitudes below about 1e-37) ``d`` can be so small that ``1/d`` overflows to ``inf``, and
+``x * id`` is then ±inf, or NaN for ``x = 0``.  The reference
 build is x86-64, where gcc compiles them to ``cvttss2si``/``cvttps2dq`` followed by keeping the low byte; those
 instructions return 0x80000000 ("integer indefinite") for NaN and out-of-range values, so the byte is 0.
 :func:`c_float_to_int` states that behaviour explicitly, so refllm's bytes equal the reference bytes for every
@@ -39,6 +40,10 @@ next element replaces it, a NaN or infinite ``d`` is stored as an fp16 NaN/inf a
 to the byte 0 as above.  Q4_0…Q5_1 reject NaN and ±inf (``finite_only=True``): on the importance-matrix path several
 NaNs meet in one addition, and which payload (and sign, which reaches the stored fp16 NaN) survives depends on the
 operand order the C compiler picked, not on the C source.
+
+**Speed.**  Two rewrites keep the arithmetic (and so the bits) of ggml but let LLVM vectorize: the hot loops take
+their trip count as a run-time value (:func:`block_elements`), and the scale searches form each trial's products in
+one loop and add them, in element order, in a second one (:func:`make_qx_quants`, :func:`make_qkx3_quants`).
 """
 
 from __future__ import annotations
@@ -46,8 +51,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ggml_types import GGMLType
-from ..jit import kernel, parallel_kernel, prange
-from .common import FP16_TO_FP32, fp32_to_fp16, nearest_int
+from ..jit import float32_bits, float32_from_bits, kernel, parallel_kernel, prange
+from .common import fp32_to_fp16, nearest_int
 from .registry import BlockFormat, Imatrix
 
 QK4_0 = 32
@@ -140,10 +145,45 @@ def load_u32(y, o):
             | (np.int64(y[o + 3]) << 24))
 
 
+_EXP_OFFSET = 0xE0 << 23
+_EXP_SCALE = np.float32(2.0**-112)
+_MAGIC_MASK = 126 << 23
+_MAGIC_BIAS = np.float32(0.5)
+
+
+@kernel
+def ggml_compute_fp16_to_fp32(h):
+    """``GGML_FP16_TO_FP32`` (ggml-impl.h), computed as ggml computes it: the float32 value of the half bits ``h``.
+
+    Normal halves, infinities and NaNs: exponent and mantissa moved into a float32 whose exponent is 112 too large,
+    times 2**-112 (exact; it also quiets a signaling NaN).  Subnormal halves: the mantissa under the exponent of 0.5,
+    minus 0.5 (exact).  The same numbers as the table ``common.FP16_TO_FP32``; the decoders compute them because
+    that is faster than a 256 KB table lookup per block.
+    """
+    w = np.int64(h) << 16
+    sign = w & 0x80000000
+    two_w = (w + w) & 0xFFFFFFFF
+    normalized_value = float32_from_bits((two_w >> 4) + _EXP_OFFSET) * _EXP_SCALE
+    denormalized_value = float32_from_bits((two_w >> 17) | _MAGIC_MASK) - _MAGIC_BIAS
+    if two_w < (1 << 27):
+        return float32_from_bits(sign | float32_bits(denormalized_value))
+    return float32_from_bits(sign | float32_bits(normalized_value))
+
+
 @kernel
 def fp16_bits(d):
     """``GGML_FP32_TO_FP16(d)`` as an int."""
     return np.int32(fp32_to_fp16(d))
+
+
+@kernel
+def add_first_nan(a, b):
+    """C's ``a + b`` as x86-64 computes it, including *which* NaN comes out: when both are NaN the result is ``a``'s
+    (``addss`` returns its first operand).  LLVM treats a float addition as commutative and may emit ``b + a``, which
+    is the same number in every other case, so the rule is written out here.  Used where two NaNs can meet: the
+    decoders' ``q*d + m`` with an fp16 NaN in both ``d`` and ``m``.
+    """
+    return a if a != a else a + b
 
 
 @kernel
@@ -162,14 +202,15 @@ def block_elements(n, nb):
 
 
 @kernel
-def make_qx_quants(n, nmax, x, L, qw):
+def make_qx_quants(n, nmax, x, L, qw, wxl, wll):
     """ggml's ``make_qx_quants(n, nmax, x, L, rmse_type=1, qw)`` with weights ``qw`` (how Q4_0 and Q5_0 call it).
 
     A symmetric scale search: find ``max``, the first element of largest magnitude (with its sign).  Try
     ``iscale = -nmax / max`` and then ``-(nmax + 0.1*is) / max`` for ``is = -9 … 9`` (skipping 0); for each,
-    ``l = clamp(nearest_int(iscale*x), -nmax, nmax-1)`` and the weighted least-squares scale ``Σwxl / Σwl²``; keep the
-    one with the largest ``(Σwxl)² / Σwl²`` (strictly larger wins).  Fills ``L[i] = l + nmax`` (0 … 2·nmax-1) and
+    ``l = clamp(nearest_int(iscale*x), -nmax, nmax-1)`` and the weighted least-squares scale ``Σwxl / Σwl²``; keep
+    the one with the largest ``(Σwxl)² / Σwl²`` (strictly larger wins).  Fills ``L[i] = l + nmax`` (0 … 2·nmax-1) and
     returns the scale, so ``x ≈ scale * (L - nmax)``.  If every ``|x| < 1e-15``: ``L = 0`` and the scale is 0.
+    ``wxl`` and ``wll`` are scratch arrays of length ``n`` for the products ``w·x·l`` and ``w·l·l``.
     """
     max_ = _ZERO
     amax = _ZERO
@@ -182,50 +223,48 @@ def make_qx_quants(n, nmax, x, L, qw):
         for i in range(n):
             L[i] = 0
         return _ZERO
-    iscale = np.float32(-nmax) / max_
-    sumlx = _ZERO
-    suml2 = _ZERO
-    for i in range(n):
-        l = nearest_int(iscale * x[i])
-        l = max(-nmax, min(nmax - 1, l))
-        L[i] = l + nmax
-        w = qw[i]
-        fl = np.float32(l)
-        sumlx += w * x[i] * fl
-        suml2 += w * fl * fl
-    scale = sumlx / suml2 if suml2 != _ZERO else _ZERO
-    best = scale * sumlx
-    for is_ in range(-9, 10):
+    scale = _ZERO
+    best = _ZERO
+    for is_ in range(-10, 10):  # -10 stands for ggml's first guess; then is = -9 … 9 without 0
         if is_ == 0:
             continue
-        iscale = -(np.float32(nmax) + _P1 * np.float32(is_)) / max_
+        if is_ == -10:
+            iscale = np.float32(-nmax) / max_
+        else:
+            iscale = -(np.float32(nmax) + _P1 * np.float32(is_)) / max_
+        # ggml forms the products and adds them in one loop; the products go to scratch arrays first (a loop LLVM
+        # vectorizes) and are added in element order afterwards: the same operations in the same order, ~1.5× faster
+        for i in range(n):
+            fl = np.float32(max(-nmax, min(nmax - 1, nearest_int(iscale * x[i]))))
+            wxl[i] = qw[i] * x[i] * fl
+            wll[i] = qw[i] * fl * fl
         sumlx = _ZERO
         suml2 = _ZERO
         for i in range(n):
-            l = nearest_int(iscale * x[i])
-            l = max(-nmax, min(nmax - 1, l))
-            w = qw[i]
-            fl = np.float32(l)
-            sumlx += w * x[i] * fl
-            suml2 += w * fl * fl
-        if suml2 > _ZERO and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                l = nearest_int(iscale * x[i])
-                L[i] = nmax + max(-nmax, min(nmax - 1, l))
+            sumlx += wxl[i]
+            suml2 += wll[i]
+        if is_ == -10:  # the first guess is taken unconditionally
+            scale = sumlx / suml2 if suml2 != _ZERO else _ZERO
+        elif suml2 > _ZERO and sumlx * sumlx > best * suml2:
             scale = sumlx / suml2
-            best = scale * sumlx
+        else:
+            continue
+        best = scale * sumlx
+        for i in range(n):
+            L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
     return scale
 
 
 @kernel
-def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
+def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, work):
     """ggml's ``make_qkx3_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad=false)``.
 
     An asymmetric (scale, min) search for ``x ≈ scale * L + min`` with ``L`` in ``0 … nmax`` and ``min <= 0``:
     start from ``min = min(x, 0)``, ``scale = (max - min) / nmax``; then for ``is = 0 … nstep`` (inclusive) round with
     ``iscale = (rmin + rdelta*is + nmax) / (max - min)``, solve the weighted least-squares problem for scale and
     min (clamping a positive min to 0), and keep it when its weighted squared error is strictly smaller.  Returns
-    ``(scale, the_min)`` with ``the_min = -min`` (>= 0) — ggml returns it through a pointer.
+    ``(scale, the_min)`` with ``the_min = -min`` (>= 0) — ggml returns it through a pointer.  ``work`` is a float32
+    scratch array ``[3, n]`` for the products of each trial (see :func:`make_qx_quants` for why).
     """
     min_ = x[0]
     max_ = x[0]
@@ -258,18 +297,23 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
         return scale, -min_
     for is_ in range(nstep + 1):
         iscale = (rmin + rdelta * np.float32(is_) + np.float32(nmax)) / (max_ - min_)
+        wl = work[0]
+        wll = work[1]
+        wlx = work[2]
+        for i in range(n):  # the products (vectorized) …
+            l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
+            Laux[i] = l
+            fl = np.float32(l)
+            wl[i] = weights[i] * fl
+            wll[i] = weights[i] * fl * fl
+            wlx[i] = weights[i] * fl * x[i]
         sum_l = _ZERO
         sum_l2 = _ZERO
         sum_xl = _ZERO
-        for i in range(n):
-            l = nearest_int(iscale * (x[i] - min_))
-            l = max(0, min(nmax, l))
-            Laux[i] = l
-            w = weights[i]
-            fl = np.float32(l)
-            sum_l += w * fl
-            sum_l2 += w * fl * fl
-            sum_xl += w * fl * x[i]
+        for i in range(n):  # … then the sums, in element order as in ggml
+            sum_l += wl[i]
+            sum_l2 += wll[i]
+            sum_xl += wlx[i]
         D = sum_w * sum_l2 - sum_l * sum_l
         if D > _ZERO:
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
@@ -277,11 +321,13 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
             if this_min > _ZERO:
                 this_min = _ZERO
                 this_scale = sum_xl / sum_l2
-            mad = _ZERO
+            wdd = work[0]
             for i in range(n):
                 diff = this_scale * np.float32(Laux[i]) + this_min - x[i]
-                diff = diff * diff
-                mad += weights[i] * diff
+                wdd[i] = weights[i] * (diff * diff)
+            mad = _ZERO
+            for i in range(n):
+                mad += wdd[i]
             if mad < best_mad:
                 for i in range(n):
                     L[i] = Laux[i]
@@ -318,8 +364,8 @@ def imatrix_weights(x, quant_weights, weight):
 #   x[j] = d * (q[j] - 8)
 #
 # Encode (quantize_row_q4_0_ref): max = the first element of largest |x| (with its sign); d = max / -8, so that max
-# itself maps to q = 0; q = MIN(15, (int8_t)(x/d + 8.5)) — truncation, i.e. rounding half up, computed with the
-# unrounded id = 1/d.  With an importance matrix (quantize_row_q4_0_impl): d and q from make_qx_quants(nmax=8).
+# itself maps to q = 0; q = MIN(15, (int8_t)(x*id + 8.5)) — truncation, i.e. rounding half up, with the unrounded
+# id = 1/d.  With an importance matrix (quantize_row_q4_0_impl): d and q from make_qx_quants(nmax=8).
 # ---------------------------------------------------------------------------------------------------------------------
 
 _Q4_0_BYTES = 18
@@ -330,12 +376,14 @@ _MINUS_8 = np.float32(-8.0)
 @kernel
 def quantize_row_q4_0_ref(x, y):
     """``quantize_row_q4_0_ref``: one row of floats ``x`` (length a multiple of 32) into Q4_0 blocks ``y``."""
-    for i in range(x.size // QK4_0):
+    nb = y.size // _Q4_0_BYTES
+    qk = block_elements(x.size, nb)  # QK4_0
+    for i in range(nb):
         xb = i * QK4_0
         yb = i * _Q4_0_BYTES
         amax = _ZERO
         max_ = _ZERO
-        for j in range(QK4_0):
+        for j in range(qk):
             v = x[xb + j]
             if amax < abs(v):
                 amax = abs(v)
@@ -343,9 +391,9 @@ def quantize_row_q4_0_ref(x, y):
         d = max_ / _MINUS_8
         id_ = _ONE / d if d != _ZERO else _ZERO
         store_u16(y, yb, fp16_bits(d))
-        for j in range(QK4_0 // 2):
+        for j in range(qk // 2):
             xi0 = min(15, int8_of(c_float_to_int(x[xb + j] * id_ + _EIGHT_HALF))) & 0xFF
-            xi1 = min(15, int8_of(c_float_to_int(x[xb + 16 + j] * id_ + _EIGHT_HALF))) & 0xFF
+            xi1 = min(15, int8_of(c_float_to_int(x[xb + qk // 2 + j] * id_ + _EIGHT_HALF))) & 0xFF
             y[yb + 2 + j] = (xi0 | (xi1 << 4)) & 0xFF
 
 
@@ -354,11 +402,15 @@ def quantize_row_q4_0_impl(x, y, quant_weights):
     """``quantize_row_q4_0_impl`` with an importance matrix: per block ``d = make_qx_quants(32, 8, x, L, 1, w)``."""
     weight = np.empty(x.size, np.float32)
     imatrix_weights(x, quant_weights, weight)
+    nb = y.size // _Q4_0_BYTES
+    qk = block_elements(x.size, nb)  # QK4_0
     L = np.empty(QK4_0, np.int32)
-    for ib in range(x.size // QK4_0):
+    wxl = np.empty(QK4_0, np.float32)
+    wll = np.empty(QK4_0, np.float32)
+    for ib in range(nb):
         xb = ib * QK4_0
         yb = ib * _Q4_0_BYTES
-        d = make_qx_quants(QK4_0, 8, x[xb:xb + QK4_0], L, weight[xb:xb + QK4_0])
+        d = make_qx_quants(qk, 8, x[xb:xb + QK4_0], L, weight[xb:xb + QK4_0], wxl, wll)
         store_u16(y, yb, fp16_bits(d))
         for j in range(16):
             y[yb + 2 + j] = (L[j] | (L[j + 16] << 4)) & 0xFF
@@ -367,14 +419,16 @@ def quantize_row_q4_0_impl(x, y, quant_weights):
 @kernel
 def dequantize_row_q4_0(x, y):
     """``dequantize_row_q4_0``: ``y[j] = (q[j] - 8) * d``."""
-    for i in range(y.size // QK4_0):
+    nb = x.size // _Q4_0_BYTES
+    qk = block_elements(y.size, nb)  # QK4_0
+    for i in range(nb):
         xb = i * _Q4_0_BYTES
         yb = i * QK4_0
-        d = FP16_TO_FP32[load_u16(x, xb)]
-        for j in range(QK4_0 // 2):
+        d = ggml_compute_fp16_to_fp32(load_u16(x, xb))
+        for j in range(qk // 2):
             b = np.int32(x[xb + 2 + j])
             y[yb + j] = np.float32((b & 0x0F) - 8) * d
-            y[yb + 16 + j] = np.float32((b >> 4) - 8) * d
+            y[yb + qk // 2 + j] = np.float32((b >> 4) - 8) * d
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -387,8 +441,8 @@ def dequantize_row_q4_0(x, y):
 #
 #   x[j] = d * q[j] + m
 #
-# Encode (quantize_row_q4_1_ref): m = min(x), d = (max(x) - min(x)) / 15; q = MIN(15, (int8_t)((x - m)/d + 0.5)),
-# computed with the unrounded id = 1/d.  With an importance matrix (quantize_row_q4_1_impl): d and -m from
+# Encode (quantize_row_q4_1_ref): m = min(x), d = (max(x) - min(x)) / 15; q = MIN(15, (int8_t)((x - m)*id + 0.5)),
+# with the unrounded id = 1/d.  With an importance matrix (quantize_row_q4_1_impl): d and -m from
 # make_qkx3_quants(nmax=15, rmin=-0.9, rdelta=0.05, nstep=36).
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -401,12 +455,14 @@ _RDELTA = np.float32(0.05)
 @kernel
 def quantize_row_q4_1_ref(x, y):
     """``quantize_row_q4_1_ref``: one row of floats into Q4_1 blocks."""
-    for i in range(x.size // QK4_1):
+    nb = y.size // _Q4_1_BYTES
+    qk = block_elements(x.size, nb)  # QK4_1
+    for i in range(nb):
         xb = i * QK4_1
         yb = i * _Q4_1_BYTES
         min_ = _FLT_MAX
         max_ = -_FLT_MAX
-        for j in range(QK4_1):
+        for j in range(qk):
             v = x[xb + j]
             if v < min_:
                 min_ = v
@@ -416,9 +472,9 @@ def quantize_row_q4_1_ref(x, y):
         id_ = _ONE / d if d != _ZERO else _ZERO
         store_u16(y, yb, fp16_bits(d))
         store_u16(y, yb + 2, fp16_bits(min_))
-        for j in range(QK4_1 // 2):
+        for j in range(qk // 2):
             xi0 = min(15, int8_of(c_float_to_int((x[xb + j] - min_) * id_ + _HALF))) & 0xFF
-            xi1 = min(15, int8_of(c_float_to_int((x[xb + 16 + j] - min_) * id_ + _HALF))) & 0xFF
+            xi1 = min(15, int8_of(c_float_to_int((x[xb + qk // 2 + j] - min_) * id_ + _HALF))) & 0xFF
             y[yb + 4 + j] = (xi0 | (xi1 << 4)) & 0xFF
 
 
@@ -427,13 +483,16 @@ def quantize_row_q4_1_impl(x, y, quant_weights):
     """``quantize_row_q4_1_impl`` with an importance matrix: per block ``make_qkx3_quants(32, 15, …)``."""
     weight = np.empty(x.size, np.float32)
     imatrix_weights(x, quant_weights, weight)
+    nb = y.size // _Q4_1_BYTES
+    qk = block_elements(x.size, nb)  # QK4_1
     L = np.empty(QK4_1, np.int32)
     Laux = np.empty(QK4_1, np.int32)
-    for ib in range(x.size // QK4_1):
+    work = np.empty((3, QK4_1), np.float32)
+    for ib in range(nb):
         xb = ib * QK4_1
         yb = ib * _Q4_1_BYTES
-        d, the_min = make_qkx3_quants(QK4_1, 15, x[xb:xb + QK4_1], weight[xb:xb + QK4_1], L, Laux, _RMIN,
-                                      _RDELTA, 36)
+        d, the_min = make_qkx3_quants(qk, 15, x[xb:xb + QK4_1], weight[xb:xb + QK4_1], L, Laux, _RMIN,
+                                      _RDELTA, 36, work)
         store_u16(y, yb, fp16_bits(d))
         store_u16(y, yb + 2, fp16_bits(-the_min))
         for j in range(16):
@@ -442,16 +501,18 @@ def quantize_row_q4_1_impl(x, y, quant_weights):
 
 @kernel
 def dequantize_row_q4_1(x, y):
-    """``dequantize_row_q4_1``: ``y[j] = q[j] * d + m``."""
-    for i in range(y.size // QK4_1):
+    """``dequantize_row_q4_1``: ``y[j] = q[j] * d + m`` (see :func:`add_first_nan` for NaN scales)."""
+    nb = x.size // _Q4_1_BYTES
+    qk = block_elements(y.size, nb)  # QK4_1
+    for i in range(nb):
         xb = i * _Q4_1_BYTES
         yb = i * QK4_1
-        d = FP16_TO_FP32[load_u16(x, xb)]
-        m = FP16_TO_FP32[load_u16(x, xb + 2)]
-        for j in range(QK4_1 // 2):
+        d = ggml_compute_fp16_to_fp32(load_u16(x, xb))
+        m = ggml_compute_fp16_to_fp32(load_u16(x, xb + 2))
+        for j in range(qk // 2):
             b = np.int32(x[xb + 4 + j])
-            y[yb + j] = np.float32(b & 0x0F) * d + m
-            y[yb + 16 + j] = np.float32(b >> 4) * d + m
+            y[yb + j] = add_first_nan(np.float32(b & 0x0F) * d, m)
+            y[yb + qk // 2 + j] = add_first_nan(np.float32(b >> 4) * d, m)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -464,7 +525,7 @@ def dequantize_row_q4_1(x, y):
 #
 #   x[j] = d * (q[j] - 16)
 #
-# Encode (quantize_row_q5_0_ref): like Q4_0 with d = max / -16 and q = MIN(31, (int8_t)(x/d + 16.5)).
+# Encode (quantize_row_q5_0_ref): like Q4_0 with d = max / -16 and q = MIN(31, (int8_t)(x*id + 16.5)).
 # With an importance matrix (quantize_row_q5_0_impl): d and q from make_qx_quants(nmax=16).
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -476,12 +537,14 @@ _MINUS_16 = np.float32(-16.0)
 @kernel
 def quantize_row_q5_0_ref(x, y):
     """``quantize_row_q5_0_ref``: one row of floats into Q5_0 blocks."""
-    for i in range(x.size // QK5_0):
+    nb = y.size // _Q5_0_BYTES
+    qk = block_elements(x.size, nb)  # QK5_0
+    for i in range(nb):
         xb = i * QK5_0
         yb = i * _Q5_0_BYTES
         amax = _ZERO
         max_ = _ZERO
-        for j in range(QK5_0):
+        for j in range(qk):
             v = x[xb + j]
             if amax < abs(v):
                 amax = abs(v)
@@ -490,9 +553,9 @@ def quantize_row_q5_0_ref(x, y):
         id_ = _ONE / d if d != _ZERO else _ZERO
         store_u16(y, yb, fp16_bits(d))
         qh = np.int64(0)
-        for j in range(QK5_0 // 2):
+        for j in range(qk // 2):
             xi0 = min(31, int8_of(c_float_to_int(x[xb + j] * id_ + _SIXTEEN_HALF))) & 0xFF
-            xi1 = min(31, int8_of(c_float_to_int(x[xb + 16 + j] * id_ + _SIXTEEN_HALF))) & 0xFF
+            xi1 = min(31, int8_of(c_float_to_int(x[xb + qk // 2 + j] * id_ + _SIXTEEN_HALF))) & 0xFF
             y[yb + 6 + j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4)
             qh |= ((xi0 & 0x10) >> 4) << j
             qh |= ((xi1 & 0x10) >> 4) << (j + 16)
@@ -504,11 +567,15 @@ def quantize_row_q5_0_impl(x, y, quant_weights):
     """``quantize_row_q5_0_impl`` with an importance matrix: per block ``d = make_qx_quants(32, 16, x, L, 1, w)``."""
     weight = np.empty(x.size, np.float32)
     imatrix_weights(x, quant_weights, weight)
+    nb = y.size // _Q5_0_BYTES
+    qk = block_elements(x.size, nb)  # QK5_0
     L = np.empty(QK5_0, np.int32)
-    for ib in range(x.size // QK5_0):
+    wxl = np.empty(QK5_0, np.float32)
+    wll = np.empty(QK5_0, np.float32)
+    for ib in range(nb):
         xb = ib * QK5_0
         yb = ib * _Q5_0_BYTES
-        d = make_qx_quants(QK5_0, 16, x[xb:xb + QK5_0], L, weight[xb:xb + QK5_0])
+        d = make_qx_quants(qk, 16, x[xb:xb + QK5_0], L, weight[xb:xb + QK5_0], wxl, wll)
         store_u16(y, yb, fp16_bits(d))
         qh = np.int64(0)
         for j in range(16):
@@ -523,17 +590,19 @@ def quantize_row_q5_0_impl(x, y, quant_weights):
 @kernel
 def dequantize_row_q5_0(x, y):
     """``dequantize_row_q5_0``: ``y[j] = ((nibble | high bit << 4) - 16) * d``."""
-    for i in range(y.size // QK5_0):
+    nb = x.size // _Q5_0_BYTES
+    qk = block_elements(y.size, nb)  # QK5_0
+    for i in range(nb):
         xb = i * _Q5_0_BYTES
         yb = i * QK5_0
-        d = FP16_TO_FP32[load_u16(x, xb)]
+        d = ggml_compute_fp16_to_fp32(load_u16(x, xb))
         qh = load_u32(x, xb + 2)
-        for j in range(QK5_0 // 2):
+        for j in range(qk // 2):
             b = np.int32(x[xb + 6 + j])
             xh_0 = np.int32(((qh >> j) << 4) & 0x10)
             xh_1 = np.int32((qh >> (j + 12)) & 0x10)
             y[yb + j] = np.float32(((b & 0x0F) | xh_0) - 16) * d
-            y[yb + 16 + j] = np.float32(((b >> 4) | xh_1) - 16) * d
+            y[yb + qk // 2 + j] = np.float32(((b >> 4) | xh_1) - 16) * d
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -546,7 +615,7 @@ def dequantize_row_q5_0(x, y):
 #
 #   x[j] = d * q[j] + m
 #
-# Encode (quantize_row_q5_1_ref): like Q4_1 with d = (max - min) / 31 and q = (uint8_t)((x - m)/d + 0.5) — no
+# Encode (quantize_row_q5_1_ref): like Q4_1 with d = (max - min) / 31 and q = (uint8_t)((x - m)*id + 0.5) — no
 # clamp.  With an importance matrix (quantize_row_q5_1_impl): make_qkx3_quants(nmax=31, -0.9, 0.05, 36).
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -557,12 +626,14 @@ _THIRTY_ONE = np.float32(31.0)
 @kernel
 def quantize_row_q5_1_ref(x, y):
     """``quantize_row_q5_1_ref``: one row of floats into Q5_1 blocks."""
-    for i in range(x.size // QK5_1):
+    nb = y.size // _Q5_1_BYTES
+    qk = block_elements(x.size, nb)  # QK5_1
+    for i in range(nb):
         xb = i * QK5_1
         yb = i * _Q5_1_BYTES
         min_ = _FLT_MAX
         max_ = -_FLT_MAX
-        for j in range(QK5_1):
+        for j in range(qk):
             v = x[xb + j]
             if v < min_:
                 min_ = v
@@ -573,9 +644,9 @@ def quantize_row_q5_1_ref(x, y):
         store_u16(y, yb, fp16_bits(d))
         store_u16(y, yb + 2, fp16_bits(min_))
         qh = np.int64(0)
-        for j in range(QK5_1 // 2):
+        for j in range(qk // 2):
             xi0 = c_float_to_int((x[xb + j] - min_) * id_ + _HALF) & 0xFF
-            xi1 = c_float_to_int((x[xb + 16 + j] - min_) * id_ + _HALF) & 0xFF
+            xi1 = c_float_to_int((x[xb + qk // 2 + j] - min_) * id_ + _HALF) & 0xFF
             y[yb + 8 + j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4)
             qh |= ((xi0 & 0x10) >> 4) << j
             qh |= ((xi1 & 0x10) >> 4) << (j + 16)
@@ -587,13 +658,16 @@ def quantize_row_q5_1_impl(x, y, quant_weights):
     """``quantize_row_q5_1_impl`` with an importance matrix: per block ``make_qkx3_quants(32, 31, …)``."""
     weight = np.empty(x.size, np.float32)
     imatrix_weights(x, quant_weights, weight)
+    nb = y.size // _Q5_1_BYTES
+    qk = block_elements(x.size, nb)  # QK5_1
     L = np.empty(QK5_1, np.int32)
     Laux = np.empty(QK5_1, np.int32)
-    for ib in range(x.size // QK5_1):
+    work = np.empty((3, QK5_1), np.float32)
+    for ib in range(nb):
         xb = ib * QK5_1
         yb = ib * _Q5_1_BYTES
-        d, the_min = make_qkx3_quants(QK5_1, 31, x[xb:xb + QK5_1], weight[xb:xb + QK5_1], L, Laux, _RMIN,
-                                      _RDELTA, 36)
+        d, the_min = make_qkx3_quants(qk, 31, x[xb:xb + QK5_1], weight[xb:xb + QK5_1], L, Laux, _RMIN,
+                                      _RDELTA, 36, work)
         store_u16(y, yb, fp16_bits(d))
         store_u16(y, yb + 2, fp16_bits(-the_min))
         qh = np.int64(0)
@@ -608,19 +682,21 @@ def quantize_row_q5_1_impl(x, y, quant_weights):
 
 @kernel
 def dequantize_row_q5_1(x, y):
-    """``dequantize_row_q5_1``: ``y[j] = (nibble | high bit << 4) * d + m``."""
-    for i in range(y.size // QK5_1):
+    """``dequantize_row_q5_1``: ``y[j] = (nibble | high bit << 4) * d + m`` (see :func:`add_first_nan`)."""
+    nb = x.size // _Q5_1_BYTES
+    qk = block_elements(y.size, nb)  # QK5_1
+    for i in range(nb):
         xb = i * _Q5_1_BYTES
         yb = i * QK5_1
-        d = FP16_TO_FP32[load_u16(x, xb)]
-        m = FP16_TO_FP32[load_u16(x, xb + 2)]
+        d = ggml_compute_fp16_to_fp32(load_u16(x, xb))
+        m = ggml_compute_fp16_to_fp32(load_u16(x, xb + 2))
         qh = load_u32(x, xb + 4)
-        for j in range(QK5_1 // 2):
+        for j in range(qk // 2):
             b = np.int32(x[xb + 8 + j])
             xh_0 = np.int32(((qh >> j) << 4) & 0x10)
             xh_1 = np.int32((qh >> (j + 12)) & 0x10)
-            y[yb + j] = np.float32((b & 0x0F) | xh_0) * d + m
-            y[yb + 16 + j] = np.float32((b >> 4) | xh_1) * d + m
+            y[yb + j] = add_first_nan(np.float32((b & 0x0F) | xh_0) * d, m)
+            y[yb + qk // 2 + j] = add_first_nan(np.float32((b >> 4) | xh_1) * d, m)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -644,30 +720,34 @@ _127 = np.float32(127.0)
 @kernel
 def quantize_row_q8_0_ref(x, y):
     """``quantize_row_q8_0_ref``: one row of floats into Q8_0 blocks (also the activation quantizer)."""
-    for i in range(x.size // QK8_0):
+    nb = y.size // _Q8_0_BYTES
+    qk = block_elements(x.size, nb)  # QK8_0
+    for i in range(nb):
         xb = i * QK8_0
         yb = i * _Q8_0_BYTES
         amax = _ZERO
-        for j in range(QK8_0):
+        for j in range(qk):
             v = abs(x[xb + j])
             amax = amax if amax > v else v  # MAX(amax, fabsf(v)): a NaN amax is replaced by the next element
         d = amax / _127
         id_ = _ONE / d if d != _ZERO else _ZERO
         store_u16(y, yb, fp16_bits(d))
-        for j in range(QK8_0):
+        for j in range(qk):
             y[yb + 2 + j] = c_float_to_int(roundf(x[xb + j] * id_)) & 0xFF
 
 
 @kernel
 def dequantize_row_q8_0(x, y):
     """``dequantize_row_q8_0``: ``y[j] = qs[j] * d``."""
-    for i in range(y.size // QK8_0):
+    qs = x.view(np.int8)
+    nb = x.size // _Q8_0_BYTES
+    qk = block_elements(y.size, nb)  # QK8_0
+    for i in range(nb):
         xb = i * _Q8_0_BYTES
         yb = i * QK8_0
-        d = FP16_TO_FP32[load_u16(x, xb)]
-        for j in range(QK8_0):
-            q = np.int32(x[xb + 2 + j])
-            y[yb + j] = np.float32(q - ((q & 0x80) << 1)) * d
+        d = ggml_compute_fp16_to_fp32(load_u16(x, xb))
+        for j in range(qk):
+            y[yb + j] = np.float32(qs[xb + 2 + j]) * d
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -690,18 +770,20 @@ _Q8_1_BYTES = 36
 @kernel
 def quantize_row_q8_1_ref(x, y):
     """``quantize_row_q8_1_ref``: one row of floats into Q8_1 blocks (the activations of Q4_1/Q5_1 dot products)."""
-    for i in range(x.size // QK8_1):
+    nb = y.size // _Q8_1_BYTES
+    qk = block_elements(x.size, nb)  # QK8_1
+    for i in range(nb):
         xb = i * QK8_1
         yb = i * _Q8_1_BYTES
         amax = _ZERO
-        for j in range(QK8_1):
+        for j in range(qk):
             v = abs(x[xb + j])
             amax = amax if amax > v else v  # MAX(amax, fabsf(v))
         d = amax / _127
         id_ = _ONE / d if d != _ZERO else _ZERO
         store_u16(y, yb, fp16_bits(d))
         sum_ = 0
-        for j in range(QK8_1):
+        for j in range(qk):
             q = int8_of(c_float_to_int(roundf(x[xb + j] * id_)))
             y[yb + 4 + j] = q & 0xFF
             sum_ += q
@@ -711,13 +793,15 @@ def quantize_row_q8_1_ref(x, y):
 @kernel
 def dequantize_row_q8_1(x, y):
     """refllm's Q8_1 decoder (ggml has none): ``y[j] = qs[j] * d``; the stored ``s`` is not used."""
-    for i in range(y.size // QK8_1):
+    qs = x.view(np.int8)
+    nb = x.size // _Q8_1_BYTES
+    qk = block_elements(y.size, nb)  # QK8_1
+    for i in range(nb):
         xb = i * _Q8_1_BYTES
         yb = i * QK8_1
-        d = FP16_TO_FP32[load_u16(x, xb)]
-        for j in range(QK8_1):
-            q = np.int32(x[xb + 4 + j])
-            y[yb + j] = np.float32(q - ((q & 0x80) << 1)) * d
+        d = ggml_compute_fp16_to_fp32(load_u16(x, xb))
+        for j in range(qk):
+            y[yb + j] = np.float32(qs[xb + 4 + j]) * d
 
 
 # -- the row-parallel entry points (registry calling convention) ------------------------------------------------------
