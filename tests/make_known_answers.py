@@ -39,6 +39,8 @@ def _encode(x, qtype, imatrix=None):
 def _decode(q, qtype):
     if qtype == GGMLType.Q8_1:
         return None  # ggml has no Q8_1 decoder
+    if qtype == GGMLType.F32:
+        return q.view(np.float32)  # ggml has no to_float for F32: the bytes are the floats
     if qtype == GGMLType.Q8_K:
         return ggml.dequantize_row(q, qtype, N)
     return ggml.to_float(q, qtype, N)
