@@ -80,13 +80,6 @@ def test_nan_is_refused_where_ggml_is_undefined(qtype):
         quants.quantize(x, qtype)
 
 
-@pytest.mark.parametrize("qtype", [t for t in ENCODABLE if FORMATS[t].imatrix == Imatrix.REQUIRED],
-                         ids=lambda t: t.name)
-def test_required_imatrix(qtype):
-    with pytest.raises(QuantError, match="requires an importance matrix"):
-        quants.quantize(_rows(qtype), qtype)
-
-
 @pytest.mark.parametrize("qtype", ENCODABLE, ids=lambda t: t.name)
 def test_results_do_not_depend_on_the_thread_count(qtype):
     x = _rows(qtype, nrows=37, blocks=3, seed=5)
