@@ -19,13 +19,21 @@ Encoding, for every weight type, is two-level:
    every element is *requantized* with the scales as they will be decoded — the fp16-rounded super-scale times
    the integer sub-scale.  A sub-block whose decoded scale is exactly 0 keeps the levels of step 1.
 
-``ggml_quantize_chunk`` runs ``quantize_row_qX_K_ref`` (here: ``quantize_row_qX_K_ref``) when no importance matrix
-is given and ``quantize_row_qX_K_impl`` row by row when one is (``quantize_qX_K`` here, as in ggml).  Every float
-operation below is a float32 operation in C's order (see :mod:`refllm.quants.common`), so the bytes are ggml's.
+``ggml_quantize_chunk`` runs ``quantize_row_qX_K_ref`` when no importance matrix is given and
+``quantize_row_qX_K_impl`` row by row when one is; both are here under ggml's names, and ``quantize_qX_K`` (ggml's
+name for that dispatch) is the row-parallel kernel of the registry.  Every float operation is a float32 operation
+in C's order (see :mod:`refllm.quants.common`), so the bytes are ggml's.
 
-Numbers: ``nearest_int`` (round half to even) is only meaningful for ``|v| <= 4194303``; beyond that (and for NaN or
-±inf) it returns what ggml's bit trick returns, which these kernels reproduce, but the encoders are declared
-``finite_only`` because NaN/±inf input has no meaningful encoding.
+Range.  The encoders give ggml's bytes for every finite input, including magnitudes where ggml's arithmetic
+overflows (``x²`` above ~1.8e19 is inf, sums of huge values become inf or NaN, ``nearest_int`` of those returns its
+bit-trick value): that is deterministic IEEE arithmetic, reproduced exactly.  The output is then meaningless — a
+huge-valued block decodes to garbage, in ggml as here.  NaN and ±inf input is rejected (``finite_only``).
+
+Speed.  Three reformulations keep every float operation of ggml but let LLVM vectorize (verified bit-exact):
+:func:`make_qx_quants` evaluates its 19 independent trial scales together, one vector lane per trial;
+:func:`make_qkx2_quants` / :func:`make_qkx3_quants` skip a trial whose levels equal the previous trial's (ggml would
+compute the same error and reject it) and compute levels and errors in vector loops, leaving only the sums in scalar
+loops in ggml's order; the decoders do their bit work in int32.
 """
 
 from __future__ import annotations
@@ -38,12 +46,15 @@ from .common import FP16_TO_FP32, fp32_to_fp16, nearest_int
 from .registry import BlockFormat, Imatrix
 
 GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c: below this max |x| a group counts as all zero
+_QX_TRIALS = 19  # make_qx_quants: the first guess and is = -9 … 9 without 0
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 _TWO = np.float32(2.0)
 _F_0_1 = np.float32(0.1)  # C's 0.1f
 _F_QK_K = np.float32(QK_K)
+# int32 constants for the decoders: int32 arithmetic on the bytes lets LLVM vectorize the inner loops
+_I1, _I2, _I3, _I4, _I15, _I32, _I128 = (np.int32(v) for v in (1, 2, 3, 4, 15, 32, 128))
 
 # Q2_K parameters (quantize_row_q2_K_ref / _impl)
 _Q2_RMIN, _Q2_RDELTA = np.float32(-0.5), np.float32(0.1)
@@ -107,12 +118,18 @@ def _qx_weight(x, i, rmse_type, qw):
 def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     """Symmetric scale search (ggml ``make_qx_quants``): levels ``L[i]`` in ``[0, 2*nmax)``, ``x ≈ scale*(L-nmax)``.
 
-    Starts from ``iscale = -nmax / max`` (``max`` = the first element of largest ``|x|``, with its sign, so it maps
-    to level 0) and tries ``iscale = -(nmax + 0.1*is) / max`` for ``is = -9 … 9``; keeps the candidate whose
-    weighted least-squares scale ``sumlx / suml2`` maximises ``sumlx² / suml2``.  Weights: ``qw`` if non-empty,
-    else by ``rmse_type`` (1: ``x²``, 2: 1, 3: ``|x|``, 4: ``sqrt|x|``).  Every caller in ggml passes
-    ``rmse_type = 1``; ggml's ``rmse_type <= 0`` early-exit variants are not implemented.  Returns the scale
-    (0 when ``max |x| < 1e-15``, all ``L = 0``).
+    ``max`` is the first element of largest ``|x|``, with its sign (it maps to level 0).  Trial 0 is
+    ``iscale = -nmax / max``, trials 1 … 18 are ``iscale = -(nmax + 0.1*is) / max`` for ``is = -9 … 9`` (no 0).
+    Each trial gives levels ``l = clamp(nearest_int(iscale*x), -nmax, nmax-1)`` and the weighted sums
+    ``sumlx = Σ (w*x)*l``, ``suml2 = Σ (w*l)*l``; trial 0 sets ``scale = sumlx / suml2`` and ``best = scale*sumlx``,
+    and a later trial replaces them (and the levels) if ``suml2 > 0 and sumlx² > best*suml2``.  Weights: ``qw`` if
+    non-empty, else by ``rmse_type`` (1: ``x²``, 2: 1, 3: ``|x|``, 4: ``sqrt|x|``).  Every caller in ggml passes
+    ``rmse_type = 1``; ggml's ``rmse_type = 0`` (no search) and negative ("return early") variants have no caller and
+    are not implemented.  Returns the scale (0 and all ``L = 0`` when ``max |x| < 1e-15``).
+
+    The trials' scales do not depend on each other, so all 19 are summed in one pass over ``x`` (one lane per trial,
+    which vectorizes); each trial's sums are still accumulated in ``i`` order, as in ggml, and the trials are then
+    compared in ggml's order — the result is bit-identical to ggml's trial-after-trial loop.
     """
     max_ = _ZERO
     amax = _ZERO
@@ -125,35 +142,34 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
         for i in range(n):
             L[i] = 0
         return _ZERO
-    iscale = np.float32(-nmax) / max_
-    sumlx = _ZERO
-    suml2 = _ZERO
-    for i in range(n):
-        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-        L[i] = l + nmax
-        w = _qx_weight(x, i, rmse_type, qw)
-        fl = np.float32(l)
-        sumlx += (w * x[i]) * fl
-        suml2 += (w * fl) * fl
-    scale = sumlx / suml2 if suml2 != 0 else _ZERO
-    best = scale * sumlx
+    work = np.zeros((3, _QX_TRIALS), np.float32)
+    iscale = work[0]
+    sumlx = work[1]
+    suml2 = work[2]
+    iscale[0] = np.float32(-nmax) / max_
+    t = 1
     for is_ in range(-9, 10):
-        if is_ == 0:
-            continue
-        iscale = -(np.float32(nmax) + _F_0_1 * np.float32(is_)) / max_
-        sumlx = _ZERO
-        suml2 = _ZERO
-        for i in range(n):
-            l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-            w = _qx_weight(x, i, rmse_type, qw)
-            fl = np.float32(l)
-            sumlx += (w * x[i]) * fl
-            suml2 += (w * fl) * fl
-        if suml2 > 0 and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-            scale = sumlx / suml2
-            best = scale * sumlx
+        if is_ != 0:
+            iscale[t] = -(np.float32(nmax) + _F_0_1 * np.float32(is_)) / max_
+            t += 1
+    for i in range(n):
+        w = _qx_weight(x, i, rmse_type, qw)
+        wx = w * x[i]
+        xi = x[i]
+        for t in range(_QX_TRIALS):
+            fl = np.float32(max(-nmax, min(nmax - 1, nearest_int(iscale[t] * xi))))
+            sumlx[t] += wx * fl
+            suml2[t] += (w * fl) * fl
+    scale = sumlx[0] / suml2[0] if suml2[0] != 0 else _ZERO
+    best = scale * sumlx[0]
+    chosen = 0
+    for t in range(1, _QX_TRIALS):
+        if suml2[t] > 0 and sumlx[t] * sumlx[t] > best * suml2[t]:
+            scale = sumlx[t] / suml2[t]
+            best = scale * sumlx[t]
+            chosen = t
+    for i in range(n):
+        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale[chosen] * x[i])))
     return scale
 
 
@@ -217,15 +233,90 @@ def make_q3_quants(n, nmax, x, L, do_rmse):
 
 
 @kernel
+def _qkx_levels(n, nmax, x, min_, iscale, L, fl):
+    """``L[i] = clamp(nearest_int(iscale*(x[i] - min_)), 0, nmax)``, ``fl[i] = float(L[i])``; returns how many
+    levels differ from the ones ``L`` held before."""
+    changed = 0
+    for i in range(n):
+        l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
+        changed += l != L[i]
+        L[i] = l
+        fl[i] = np.float32(l)
+    return changed
+
+
+@kernel
+def _qkx_error(n, x, weights, fl, scale, min_, use_mad, tmp):
+    """``Σ w*|scale*l + min - x|`` (``use_mad``) or ``Σ w*(scale*l + min - x)²``, summed in ``i`` order."""
+    for i in range(n):
+        diff = (scale * fl[i] + min_) - x[i]
+        tmp[i] = weights[i] * (abs(diff) if use_mad else diff * diff)
+    error = _ZERO
+    for i in range(n):
+        error += tmp[i]
+    return error
+
+
+@kernel
+def _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, min_, max_, sum_w, sum_x):
+    """The search shared by :func:`make_qkx2_quants` and :func:`make_qkx3_quants` once min, max and the weight
+    sums are known (``min < max``).  Returns ``(scale, the_min)``.
+
+    The trials run one after the other as in ggml (an accepted trial's ``min`` is used by the following ones).
+    Two things make it faster without changing a bit: the per-element work is done in loops that vectorize, with only
+    the sums left as scalar loops in ggml's order; and a trial whose levels equal the previous trial's is skipped —
+    its sums and error would be the previous trial's (they do not involve ``min``), so ggml's strict ``<`` would
+    reject it again.
+    """
+    work = np.empty((2, n), np.float32)
+    fl = work[0]
+    tmp = work[1]
+    iscale = np.float32(nmax) / (max_ - min_)
+    scale = _ONE / iscale
+    _qkx_levels(n, nmax, x, min_, iscale, L, fl)
+    best_error = _qkx_error(n, x, weights, fl, scale, min_, use_mad, tmp)
+    if nstep < 1:
+        return scale, -min_
+    for is_ in range(nstep + 1):
+        iscale = ((rmin + rdelta * np.float32(is_)) + np.float32(nmax)) / (max_ - min_)
+        if _qkx_levels(n, nmax, x, min_, iscale, Laux, fl) == 0 and is_ > 0:
+            continue  # the previous trial's levels: same sums and error, rejected again
+        sum_l = _ZERO
+        sum_l2 = _ZERO
+        sum_xl = _ZERO
+        for i in range(n):
+            wl = weights[i] * fl[i]
+            sum_l += wl
+            sum_l2 += wl * fl[i]
+            sum_xl += wl * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = _ZERO
+                this_scale = sum_xl / sum_l2
+            cur_error = _qkx_error(n, x, weights, fl, this_scale, this_min, use_mad, tmp)
+            if cur_error < best_error:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best_error = cur_error
+                scale = this_scale
+                min_ = this_min
+    return scale, -min_
+
+
+@kernel
 def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """Asymmetric scale + min search (ggml ``make_qkx2_quants``): ``x ≈ scale*L - the_min``, ``L`` in ``[0, nmax]``.
 
-    ``min`` starts at ``min(0, min x)``.  First guess ``iscale = nmax / (max - min)``; then for
-    ``is = 0 … nstep`` (inclusive) ``iscale = (rmin + rdelta*is + nmax) / (max - min)``, levels
-    ``L = clamp(nearest_int(iscale*(x - min)), 0, nmax)`` and the weighted least-squares ``scale`` and ``min`` for
-    them (``min`` forced to ≤ 0).  The candidate with the smallest weighted error (``|err|`` if ``use_mad`` else
-    ``err²``, strict ``<``) wins.  Returns ``(scale, the_min)`` with ``the_min = -min >= 0``; a constant
-    group (``max == min``) gives ``L = 0`` and scale 0.
+    ``min = min(0, min x)``.  First guess ``iscale = nmax / (max - min)``, ``scale = 1/iscale``; then for
+    ``is = 0 … nstep`` (inclusive) ``iscale = (rmin + rdelta*is + nmax) / (max - min)`` gives levels
+    ``L = clamp(nearest_int(iscale*(x - min)), 0, nmax)`` and, if ``D = Σw·Σw*l² - (Σw*l)² > 0``, the weighted
+    least-squares ``scale`` and ``min`` for them (``min`` forced to ≤ 0, then ``scale = Σw*l*x / Σw*l²``).  A trial
+    replaces the current levels, scale and min if its weighted error (``|err|`` if ``use_mad`` else ``err²``) is
+    smaller (strict ``<``); the new ``min`` is used by the following trials.  Returns ``(scale, the_min)`` with
+    ``the_min = -min >= 0``; a constant group (``max == min``) gives ``L = 0``, scale 0.
     """
     min_ = x[0]
     max_ = x[0]
@@ -245,69 +336,30 @@ def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
         for i in range(n):
             L[i] = 0
         return _ZERO, -min_
-    iscale = np.float32(nmax) / (max_ - min_)
-    scale = _ONE / iscale
-    best_error = _ZERO
-    for i in range(n):
-        l = nearest_int(iscale * (x[i] - min_))
-        L[i] = max(0, min(nmax, l))
-        diff = (scale * np.float32(L[i]) + min_) - x[i]
-        diff = abs(diff) if use_mad else diff * diff
-        best_error += weights[i] * diff
-    if nstep < 1:
-        return scale, -min_
-    for is_ in range(nstep + 1):
-        iscale = ((rmin + rdelta * np.float32(is_)) + np.float32(nmax)) / (max_ - min_)
-        sum_l = _ZERO
-        sum_l2 = _ZERO
-        sum_xl = _ZERO
-        for i in range(n):
-            l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
-            Laux[i] = l
-            w = weights[i]
-            fl = np.float32(l)
-            sum_l += w * fl
-            sum_l2 += (w * fl) * fl
-            sum_xl += (w * fl) * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-            if this_min > 0:
-                this_min = _ZERO
-                this_scale = sum_xl / sum_l2
-            cur_error = _ZERO
-            for i in range(n):
-                diff = (this_scale * np.float32(Laux[i]) + this_min) - x[i]
-                diff = abs(diff) if use_mad else diff * diff
-                cur_error += weights[i] * diff
-            if cur_error < best_error:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best_error = cur_error
-                scale = this_scale
-                min_ = this_min
-    return scale, -min_
+    return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, min_, max_, sum_w, sum_x)
 
 
 @kernel
 def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """The importance-matrix variant of :func:`make_qkx2_quants` (ggml ``make_qkx3_quants``).
 
-    The same search; the differences are that empty ``weights`` means ``w = x²`` and that a group with
-    ``max <= min`` (after ``min = min(0, min x)``) is the degenerate one.  Returns ``(scale, the_min)``.
+    The same search; the differences are that empty ``weights`` means ``w = x²`` (no caller in ggml's chunk path
+    does that) and that the degenerate group is ``max <= min`` (after ``min = min(0, min x)``).
     """
-    has_w = weights.size > 0
+    if weights.size == 0:
+        weights = np.empty(n, np.float32)
+        for i in range(n):
+            weights[i] = x[i] * x[i]
     min_ = x[0]
     max_ = x[0]
-    sum_w = weights[0] if has_w else x[0] * x[0]
+    sum_w = weights[0]
     sum_x = sum_w * x[0]
     for i in range(1, n):
         if x[i] < min_:
             min_ = x[i]
         if x[i] > max_:
             max_ = x[i]
-        w = weights[i] if has_w else x[i] * x[i]
+        w = weights[i]
         sum_w += w
         sum_x += w * x[i]
     if min_ > 0:
@@ -316,51 +368,7 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
         for i in range(n):
             L[i] = 0
         return _ZERO, -min_
-    iscale = np.float32(nmax) / (max_ - min_)
-    scale = _ONE / iscale
-    best_mad = _ZERO
-    for i in range(n):
-        l = nearest_int(iscale * (x[i] - min_))
-        L[i] = max(0, min(nmax, l))
-        diff = (scale * np.float32(L[i]) + min_) - x[i]
-        diff = abs(diff) if use_mad else diff * diff
-        w = weights[i] if has_w else x[i] * x[i]
-        best_mad += w * diff
-    if nstep < 1:
-        return scale, -min_
-    for is_ in range(nstep + 1):
-        iscale = ((rmin + rdelta * np.float32(is_)) + np.float32(nmax)) / (max_ - min_)
-        sum_l = _ZERO
-        sum_l2 = _ZERO
-        sum_xl = _ZERO
-        for i in range(n):
-            l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
-            Laux[i] = l
-            w = weights[i] if has_w else x[i] * x[i]
-            fl = np.float32(l)
-            sum_l += w * fl
-            sum_l2 += (w * fl) * fl
-            sum_xl += (w * fl) * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-            if this_min > 0:
-                this_min = _ZERO
-                this_scale = sum_xl / sum_l2
-            mad = _ZERO
-            for i in range(n):
-                diff = (this_scale * np.float32(Laux[i]) + this_min) - x[i]
-                diff = abs(diff) if use_mad else diff * diff
-                w = weights[i] if has_w else x[i] * x[i]
-                mad += w * diff
-            if mad < best_mad:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best_mad = mad
-                scale = this_scale
-                min_ = this_min
-    return scale, -min_
+    return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, min_, max_, sum_w, sum_x)
 
 
 @kernel
@@ -604,21 +612,27 @@ def quantize_row_q2_K_impl(x, y, quant_weights):
 def dequantize_row_q2_K(x, y):
     """ggml ``dequantize_row_q2_K``: ``y[e] = (d * (sc & 0xF)) * q - (dmin * (sc >> 4))``, ``sc = scales[e/16]``."""
     nb = y.size // QK_K
+    dl = np.empty(QK_K // 16, np.float32)
+    ml = np.empty(QK_K // 16, np.float32)
     for i in range(nb):
         b = x[i * Q2_K_BYTES:(i + 1) * Q2_K_BYTES]
         o = y[i * QK_K:(i + 1) * QK_K]
         d = load_fp16(b, 80)
         dmin = load_fp16(b, 82)
+        for j in range(QK_K // 16):
+            sc = np.int64(b[j])
+            dl[j] = d * np.float32(sc & 0xF)
+            ml[j] = dmin * np.float32(sc >> 4)
         for h in range(2):
+            q = b[16 + 32 * h:48 + 32 * h]
             for k in range(4):
-                for half in range(2):
-                    sc = np.int64(b[8 * h + 2 * k + half])
-                    dl = d * np.float32(sc & 0xF)
-                    ml = dmin * np.float32(sc >> 4)
-                    base = 128 * h + 32 * k + 16 * half
-                    qoff = 16 + 32 * h + 16 * half
-                    for l in range(16):
-                        o[base + l] = dl * np.float32((np.int64(b[qoff + l]) >> (2 * k)) & 3) - ml
+                shift = np.int32(2 * k)
+                j = 8 * h + 2 * k  # sub-blocks j (l < 16) and j + 1 (l >= 16)
+                ob = o[128 * h + 32 * k:128 * h + 32 * k + 32]
+                for l in range(32):
+                    dlj = dl[j] if l < 16 else dl[j + 1]
+                    mlj = ml[j] if l < 16 else ml[j + 1]
+                    ob[l] = dlj * np.float32((np.int32(q[l]) >> shift) & _I3) - mlj
 
 
 # ======================================================================================================================
@@ -679,13 +693,16 @@ def _finish_q3_K(x, L, y, d_all):
         for ii in range(16):
             l = nearest_int(x[16 * j + ii] / d)
             L[16 * j + ii] = max(-4, min(3, l)) + 4
+    # ggml: for element j, if L[j] > 3 { hmask[j % 32] |= 1 << (j / 32); L[j] -= 4 } — L is in 0…7 here, so that
+    # is bit 2 of L into the mask and L & 3 into qs, written without branches
     hmask = y[0:32]
     for m in range(32):
         hmask[m] = 0
-    for j in range(QK_K):
-        if L[j] > 3:
-            hmask[j % 32] = np.int64(hmask[j % 32]) | (1 << (j // 32))
-            L[j] -= 4
+    for b in range(8):
+        for m in range(32):
+            lv = np.int32(L[32 * b + m])
+            hmask[m] = np.int32(hmask[m]) | ((lv >> _I2) << np.int32(b))
+            L[32 * b + m] = lv & _I3
     pack_2bit(L, y[32:96])
 
 
@@ -761,22 +778,27 @@ def quantize_row_q3_K_impl(x, y, quant_weights):
 def dequantize_row_q3_K(x, y):
     """ggml ``dequantize_row_q3_K``: ``y[e] = (d * (sc - 32)) * (q3 - 4)``, ``q3 = low2 | hmask_bit << 2``."""
     nb = y.size // QK_K
+    dl = np.empty(QK_K // 16, np.float32)
     for i in range(nb):
         b = x[i * Q3_K_BYTES:(i + 1) * Q3_K_BYTES]
         o = y[i * QK_K:(i + 1) * QK_K]
         d_all = load_fp16(b, 108)
         scales = b[96:108]
+        for j in range(QK_K // 16):
+            dl[j] = d_all * np.float32(_q3_K_scale(scales, j))
+        hm = b[0:32]
         for h in range(2):
+            q = b[32 + 32 * h:64 + 32 * h]
             for k in range(4):
-                for half in range(2):
-                    dl = d_all * np.float32(_q3_K_scale(scales, 8 * h + 2 * k + half))
-                    base = 128 * h + 32 * k + 16 * half
-                    qoff = 32 + 32 * h + 16 * half
-                    hoff = 16 * half
-                    for l in range(16):
-                        low = (np.int64(b[qoff + l]) >> (2 * k)) & 3
-                        high = (np.int64(b[hoff + l]) >> (4 * h + k)) & 1
-                        o[base + l] = dl * np.float32(low - 4 + 4 * high)
+                shift = np.int32(2 * k)
+                hshift = np.int32(4 * h + k)
+                j = 8 * h + 2 * k  # sub-blocks j (l < 16) and j + 1 (l >= 16)
+                ob = o[128 * h + 32 * k:128 * h + 32 * k + 32]
+                for l in range(32):
+                    dlj = dl[j] if l < 16 else dl[j + 1]
+                    low = (np.int32(q[l]) >> shift) & _I3
+                    high = (np.int32(hm[l]) >> hshift) & _I1
+                    ob[l] = dlj * np.float32(low - _I4 + _I4 * high)
 
 
 # ======================================================================================================================
@@ -937,10 +959,12 @@ def dequantize_row_q4_K(x, y):
             d2 = d * np.float32(sc)
             m2 = dmin * np.float32(m)
             q = b[16 + 32 * c:48 + 32 * c]
+            o1 = o[64 * c:64 * c + 32]
+            o2 = o[64 * c + 32:64 * c + 64]
             for l in range(32):
-                o[64 * c + l] = d1 * np.float32(q[l] & 0xF) - m1
-            for l in range(32):
-                o[64 * c + 32 + l] = d2 * np.float32(q[l] >> 4) - m2
+                v = np.int32(q[l])
+                o1[l] = d1 * np.float32(v & _I15) - m1
+                o2[l] = d2 * np.float32(v >> _I4) - m2
 
 
 # ======================================================================================================================
@@ -968,17 +992,13 @@ def _pack_q5_K(L, y):
     ql = y[48:176]
     for j in range(32):
         qh[j] = 0
+    # ggml: if L > 15 { L -= 16; set the qh bit } — L is in 0…31, so that is bit 4 of L, written without branches
     for c in range(4):
         for j in range(32):
-            l1 = np.int64(L[64 * c + j])
-            if l1 > 15:
-                l1 -= 16
-                qh[j] = np.int64(qh[j]) | (1 << (2 * c))
-            l2 = np.int64(L[64 * c + j + 32])
-            if l2 > 15:
-                l2 -= 16
-                qh[j] = np.int64(qh[j]) | (2 << (2 * c))
-            ql[32 * c + j] = l1 | (l2 << 4)
+            l1 = np.int32(L[64 * c + j])
+            l2 = np.int32(L[64 * c + j + 32])
+            qh[j] = np.int32(qh[j]) | ((l1 >> _I4) << np.int32(2 * c)) | ((l2 >> _I4) << np.int32(2 * c + 1))
+            ql[32 * c + j] = (l1 & _I15) | ((l2 & _I15) << _I4)
 
 
 @kernel
@@ -1035,10 +1055,15 @@ def dequantize_row_q5_K(x, y):
             d2 = d * np.float32(sc)
             m2 = dmin * np.float32(m)
             ql = b[48 + 32 * c:80 + 32 * c]
+            o1 = o[64 * c:64 * c + 32]
+            o2 = o[64 * c + 32:64 * c + 64]
+            s1 = np.int32(2 * c)
+            s2 = np.int32(2 * c + 1)
             for l in range(32):
-                o[64 * c + l] = d1 * np.float32((ql[l] & 0xF) | (((qh[l] >> (2 * c)) & 1) << 4)) - m1
-            for l in range(32):
-                o[64 * c + 32 + l] = d2 * np.float32((ql[l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4)) - m2
+                v = np.int32(ql[l])
+                hb = np.int32(qh[l])
+                o1[l] = d1 * np.float32((v & _I15) | (((hb >> s1) & _I1) << _I4)) - m1
+                o2[l] = d2 * np.float32((v >> _I4) | (((hb >> s2) & _I1) << _I4)) - m2
 
 
 # ======================================================================================================================
@@ -1135,24 +1160,26 @@ def quantize_row_q6_K_impl(x, y, quant_weights):
 def dequantize_row_q6_K(x, y):
     """ggml ``dequantize_row_q6_K``: ``y[e] = (d * sc) * (q - 32)`` with the signed scale ``scales[e/16]``."""
     nb = y.size // QK_K
+    dl = np.empty(QK_K // 16, np.float32)
     for i in range(nb):
         b = x[i * Q6_K_BYTES:(i + 1) * Q6_K_BYTES]
         o = y[i * QK_K:(i + 1) * QK_K]
         d = load_fp16(b, 208)
+        for j in range(QK_K // 16):
+            dl[j] = d * np.float32(((np.int64(b[192 + j]) + 128) & 0xFF) - 128)  # int8 scale
         for h in range(2):
-            ql = b[64 * h:64 * h + 64]
             qh = b[128 + 32 * h:160 + 32 * h]
             for k in range(4):
-                for half in range(2):
-                    sc = ((np.int64(b[192 + 8 * h + 2 * k + half]) + 128) & 0xFF) - 128
-                    dl = d * np.float32(sc)
-                    qoff = 32 * (k % 2) + 16 * half
-                    nshift = 4 * (k // 2)
-                    base = 128 * h + 32 * k + 16 * half
-                    for l in range(16):
-                        low = (np.int64(ql[qoff + l]) >> nshift) & 0xF
-                        high = (np.int64(qh[16 * half + l]) >> (2 * k)) & 3
-                        o[base + l] = dl * np.float32((low | (high << 4)) - 32)
+                ql = b[64 * h + 32 * (k % 2):64 * h + 32 * (k % 2) + 32]
+                lshift = np.int32(4 * (k // 2))
+                hshift = np.int32(2 * k)
+                j = 8 * h + 2 * k  # sub-blocks j (l < 16) and j + 1 (l >= 16)
+                ob = o[128 * h + 32 * k:128 * h + 32 * k + 32]
+                for l in range(32):
+                    dlj = dl[j] if l < 16 else dl[j + 1]
+                    low = (np.int32(ql[l]) >> lshift) & _I15
+                    high = (np.int32(qh[l]) >> hshift) & _I3
+                    ob[l] = dlj * np.float32((low | (high << _I4)) - _I32)
 
 
 # ======================================================================================================================
@@ -1194,7 +1221,7 @@ def _first_absmax_q8_K(xb):
 def quantize_row_q8_K_ref(x, y):
     """ggml ``quantize_row_q8_K_ref``: float32 ``x`` (finite, a multiple of 256) → Q8_K bytes ``y``, with bsums."""
     nb = x.size // QK_K
-    qs = np.empty(QK_K, np.int64)
+    q = np.empty(QK_K, np.int32)
     for i in range(nb):
         xb = x[i * QK_K:(i + 1) * QK_K]
         yb = y[i * Q8_K_BYTES:(i + 1) * Q8_K_BYTES]
@@ -1204,16 +1231,13 @@ def quantize_row_q8_K_ref(x, y):
                 yb[k] = 0
             continue
         iscale = _M127 / max_
+        qs = yb[4:4 + QK_K]
         for j in range(QK_K):
-            qs[j] = min(127, nearest_int(iscale * xb[j]))
-        for j in range(QK_K):
-            v = qs[j] & 0xFF  # C: int8_t (two's complement)
-            yb[4 + j] = v
-            qs[j] = (v ^ 0x80) - 0x80
+            v = ((min(127, nearest_int(iscale * xb[j])) + 128) & 0xFF) - 128  # C: int8_t qs = MIN(127, v)
+            q[j] = v
+            qs[j] = v & 0xFF
         for j in range(QK_K // 16):
-            s = np.int64(0)
-            for ii in range(16):
-                s += qs[16 * j + ii]
+            s = q[16 * j:16 * j + 16].sum()  # bsums[j]: int16, little-endian
             yb[260 + 2 * j] = s & 0xFF
             yb[261 + 2 * j] = (s >> 8) & 0xFF
         dbits = float32_bits(_ONE / iscale)
@@ -1232,8 +1256,9 @@ def dequantize_row_q8_K(x, y):
         o = y[i * QK_K:(i + 1) * QK_K]
         d = float32_from_bits(np.int64(b[0]) | (np.int64(b[1]) << 8) | (np.int64(b[2]) << 16)
                               | (np.int64(b[3]) << 24))
+        qs = b[4:4 + QK_K]
         for j in range(QK_K):
-            o[j] = d * np.float32((np.int64(b[4 + j]) ^ 0x80) - 0x80)
+            o[j] = d * np.float32((np.int32(qs[j]) ^ _I128) - _I128)  # int8 value of the byte
 
 
 # ======================================================================================================================
