@@ -76,13 +76,17 @@ def _as_rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(1, -1) if x.ndim == 1 else x.reshape(-1, x.shape[-1])
 
 
-def quantize_chunk(x: np.ndarray, qtype, imatrix: np.ndarray | None = None) -> np.ndarray:
-    """ggml's bytes for the float32 rows ``x`` (shape ``[..., n_per_row]``): uint8 ``[..., row_bytes]``."""
+def quantize_chunk(x: np.ndarray, qtype, imatrix: np.ndarray | None = None, out: np.ndarray | None = None):
+    """ggml's bytes for the float32 rows ``x`` (shape ``[..., n_per_row]``): uint8 ``[..., row_bytes]``.
+
+    ``out`` (uint8 ``[nrows, row_bytes]``, C-contiguous) is filled instead of a new array when given.
+    """
     qtype = ggml_type(qtype)
     rows = _as_rows(x)
     nrows, n_per_row = rows.shape
     rb = row_size(qtype, n_per_row)
-    out = np.zeros((nrows, rb), np.uint8)
+    if out is None:
+        out = np.zeros((nrows, rb), np.uint8)
     qw = None
     if imatrix is not None:
         imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
@@ -93,15 +97,19 @@ def quantize_chunk(x: np.ndarray, qtype, imatrix: np.ndarray | None = None) -> n
     return out.reshape(*np.shape(x)[:-1], rb)
 
 
-def to_float(data: np.ndarray, qtype, n_per_row: int) -> np.ndarray:
-    """ggml's dequantization of uint8 rows ``data`` (``[..., row_bytes]``) into float32 ``[..., n_per_row]``."""
+def to_float(data: np.ndarray, qtype, n_per_row: int, out: np.ndarray | None = None) -> np.ndarray:
+    """ggml's dequantization of uint8 rows ``data`` (``[..., row_bytes]``) into float32 ``[..., n_per_row]``.
+
+    ``out`` (float32 ``[nrows, n_per_row]``, C-contiguous) is filled instead of a new array when given.
+    """
     qtype = ggml_type(qtype)
     traits = library().ggml_get_type_traits(int(qtype)).contents
     if not traits.to_float:
         raise ValueError(f"ggml has no to_float for {qtype.name}")
     raw = np.ascontiguousarray(data, dtype=np.uint8)
     nrows = raw.size // row_size(qtype, n_per_row)
-    out = np.empty((nrows, n_per_row), np.float32)
+    if out is None:
+        out = np.empty((nrows, n_per_row), np.float32)
     _to_float_t(traits.to_float)(raw.ctypes.data, out.ctypes.data, nrows * n_per_row)
     return out.reshape(*np.shape(data)[:-1], n_per_row)
 
