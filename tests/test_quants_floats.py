@@ -8,61 +8,28 @@ Encoding is compared with ``ggml_quantize_chunk`` (``memcpy``, ``ggml_fp32_to_fp
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
+from quant_strategies import PLAIN_PYTHON, SPECIAL_BITS, assert_same_bits, block_bytes, float_bits, slow_as_plain_python
 from refllm import quants
 
-# plain-Python runs (NUMBA_DISABLE_JIT=1) are ~1000x slower: fewer examples, no exhaustive sweeps
-PLAIN_PYTHON = numba.config.DISABLE_JIT
 EXAMPLES = 10 if PLAIN_PYTHON else 100
-slow_as_plain_python = pytest.mark.skipif(PLAIN_PYTHON, reason="exhaustive sweep; too slow as plain Python")
 
 TYPES = ["F32", "F16", "BF16"]
 HALF_TYPES = ["F16", "BF16"]
 BYTES = {"F32": 4, "F16": 2, "BF16": 2}
 
 
-def same_floats(a, b):
-    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
-
-
 def as_f32(bits) -> np.ndarray:
     return np.asarray(bits, dtype=np.uint64).astype(np.uint32).view(np.float32)
 
 
-# Values where the conversions have something to decide.
-SPECIAL_BITS = [
-    0x00000000, 0x80000000,  # ±0
-    0x7F800000, 0xFF800000,  # ±inf
-    0x7FC00000, 0xFFC00000, 0x7FC12345, 0xFFFFFFFF,  # quiet NaNs, payloads, negative
-    0x7F800001, 0xFF800001, 0x7FBFFFFF, 0x7F810000, 0x7F808000,  # signaling NaNs (bf16 NaN payload edge too)
-    0x00000001, 0x807FFFFF, 0x00400000, 0x00800000,  # float32 subnormals, smallest normal
-    0x7F7FFFFF, 0xFF7FFFFF,  # ±FLT_MAX: overflow to inf in F16, rounds to inf in BF16
-    0x477FE000, 0x477FEFFF, 0x477FF000, 0x477FF001,  # 65504, …, 65520 (F16 overflow threshold, a tie), above
-    0x33000000, 0x33000001, 0x33800000, 0x337FFFFF, 0x387FC000, 0x38800000,  # F16 subnormal range, ties at 2^-25
-    0x3F808000, 0x3F818000, 0x3F808001, 0x3F807FFF,  # BF16 ties to even / not ties
-    0x3F801000, 0x3F803000, 0x3F800FFF,  # F16 ties to even / not ties
-    0x7F7F8000, 0x7F7F7FFF,  # BF16 rounding to inf or not
-]
-
-
-@st.composite
-def float_bits(draw, max_rows=3, max_cols=40):
-    """Arbitrary float32 bit patterns (NaN payloads, infinities, subnormals…) plus the SPECIAL_BITS."""
-    shape = (draw(st.integers(1, max_rows)), draw(st.integers(1, max_cols)))
-    ordinary = st.floats(width=32).map(lambda f: int(np.float32(f).view(np.uint32)))
-    elements = st.one_of(st.integers(0, 2**32 - 1), st.sampled_from(SPECIAL_BITS), ordinary)
-    return draw(arrays(np.uint32, shape, elements=elements)).view(np.float32)
-
-
 @pytest.mark.parametrize("qtype", TYPES)
 @settings(max_examples=2 * EXAMPLES)
-@given(x=float_bits())
+@given(x=float_bits(1, max_rows=3, max_blocks=40))
 def test_encode_matches_ggml(ggml, qtype, x):
     q = quants.quantize(x, qtype)
     assert q.shape == (x.shape[0], x.shape[1] * BYTES[qtype])
@@ -101,24 +68,22 @@ def test_f16_encode_every_half_value_and_midpoint(ggml):
 @pytest.mark.parametrize("qtype", HALF_TYPES)
 def test_decode_every_16_bit_pattern(ggml, qtype):
     raw = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.uint8).reshape(4, -1)
-    assert same_floats(quants.dequantize(raw, qtype), ggml.to_float(raw, qtype, raw.shape[1] // 2))
+    assert_same_bits(quants.dequantize(raw, qtype), ggml.to_float(raw, qtype, raw.shape[1] // 2))
 
 
 @pytest.mark.parametrize("qtype", HALF_TYPES)
 @settings(max_examples=EXAMPLES)
 @given(data=st.data())
 def test_decode_arbitrary_bytes(ggml, qtype, data):
-    shape = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 40)) * 2)
-    raw = data.draw(arrays(np.uint8, shape))
-    assert same_floats(quants.dequantize(raw, qtype), ggml.to_float(raw, qtype, shape[1] // 2))
+    raw, n = data.draw(block_bytes(qtype, max_blocks=40))
+    assert_same_bits(quants.dequantize(raw, qtype), ggml.to_float(raw, qtype, n))
 
 
 @settings(max_examples=EXAMPLES)
 @given(data=st.data())
 def test_f32_decode_is_the_inverse_of_memcpy(ggml, data):
     """ggml has no to_float for F32 (it is memcpy); refllm's decoder gives back the exact bits, NaN payloads too."""
-    shape = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 40)) * 4)
-    raw = data.draw(arrays(np.uint8, shape))
+    raw, _ = data.draw(block_bytes("F32", max_blocks=40))
     y = quants.dequantize(raw, "F32")
     assert np.array_equal(y.view(np.uint8), raw)
     assert np.array_equal(ggml.quantize_chunk(y, "F32"), raw)
@@ -156,4 +121,5 @@ def test_round_trip_of_representable_values(qtype):
         x = x.astype(np.float16).astype(np.float32)
     elif qtype == "BF16":
         x = (x.view(np.uint32) & 0xFFFF0000).view(np.float32)
-    assert same_floats(quants.dequantize(quants.quantize(x, qtype), qtype), x)
+    assert_same_bits(quants.dequantize(quants.quantize(x, qtype), qtype), x)
+

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
-from quant_strategies import assert_same_bits, float_rows
+from quant_strategies import assert_same_bits, block_bytes, float_rows
 from refllm import quants
 from refllm.ggml_types import TYPE_SIZES, GGMLType
 from refllm.quants import Imatrix, QuantError, i_quants
@@ -32,11 +31,8 @@ def sizes(qtype):
 @settings(max_examples=100)
 @given(data=st.data())
 def test_decode_arbitrary_bytes(ggml, qtype, data):
-    block, size = sizes(qtype)
-    nrows = data.draw(st.integers(1, 3))
-    nb = data.draw(st.integers(1, 3 if block == 256 else 8))
-    q = data.draw(arrays(np.uint8, (nrows, nb * size)))
-    assert_same_bits(quants.dequantize(q, qtype), ggml.to_float(q, qtype, nb * block))
+    q, n = data.draw(block_bytes(qtype, max_blocks=3 if sizes(qtype).block_size == 256 else 8))
+    assert_same_bits(quants.dequantize(q, qtype), ggml.to_float(q, qtype, n))
 
 
 @pytest.mark.parametrize("qtype", IQ_TYPES)

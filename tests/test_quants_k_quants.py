@@ -11,17 +11,18 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from quant_strategies import PLAIN_PYTHON, assert_same_bits, assert_same_bytes, block_bytes, finite_arrays
 from refllm import jit
 from refllm.ggml_types import TYPE_SIZES, GGMLType
 from refllm.quants import QuantError, dequantize, quantize
 from refllm.quants import k_quants as kq
+from refllm.quants import search
 
 pytestmark = pytest.mark.reference
 
@@ -29,7 +30,7 @@ WEIGHT_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 ALL_TYPES = WEIGHT_TYPES + ["Q8_K"]
 QK_K = 256
 # plain-Python runs (NUMBA_DISABLE_JIT=1) are ~1000x slower: fewer examples there
-EXAMPLES = 15 if numba.config.DISABLE_JIT else 120
+EXAMPLES = 15 if PLAIN_PYTHON else 120
 FMAX = float(np.finfo(np.float32).max)
 
 ROW_KINDS = ["gaussian", "student_t", "cauchy", "constant", "zeros", "outlier", "subnormal", "huge", "mixed_blocks",
@@ -125,22 +126,6 @@ def ggml_decode(ggml, q, qtype, n):
     return ggml.to_float(q, qtype, n)
 
 
-def assert_same_bytes(ours, theirs, what):
-    assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
-    if not np.array_equal(ours, theirs):
-        bad = np.argwhere(ours != theirs)
-        raise AssertionError(f"{what}: {len(bad)} bytes differ, first at {bad[:5].tolist()}")
-
-
-def assert_same_bits(ours, theirs, what):
-    assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
-    a, b = ours.view(np.uint32), theirs.view(np.uint32)
-    if not np.array_equal(a, b):
-        bad = np.argwhere(a != b)
-        i = tuple(bad[0])
-        raise AssertionError(f"{what}: {len(bad)} values differ, first at {i}: {ours[i]!r} vs {theirs[i]!r}")
-
-
 rows_shape = st.tuples(st.integers(1, 3), st.integers(1, 3))  # (nrows, super-blocks per row)
 
 
@@ -173,16 +158,12 @@ def test_encode_with_imatrix_matches_ggml(ggml, qtype, kind, wkind, shape, seed,
                       f"{qtype} {kind} imatrix={wkind}")
 
 
-finite_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
-
-
 @pytest.mark.parametrize("qtype", ALL_TYPES)
 @settings(max_examples=EXAMPLES)
 @given(data=st.data())
 def test_encode_arbitrary_floats_matches_ggml(ggml, qtype, data):
     """Hypothesis' own float32 values (it favours 0, ±min subnormal, ±max, powers of two, ...)."""
-    nrows = data.draw(st.integers(1, 2))
-    x = data.draw(arrays(np.float32, (nrows, QK_K), elements=finite_f32))
+    x = data.draw(finite_arrays(QK_K, max_rows=2, max_blocks=1))
     w = None
     if qtype != "Q8_K" and data.draw(st.booleans()):
         w = data.draw(arrays(np.float32, QK_K, elements=st.floats(0, FMAX, width=32)))
@@ -228,7 +209,7 @@ def test_encode_edge_rows(ggml, qtype):
 def test_encode_gaussian_matrix_and_thread_count(ggml, qtype):
     """A realistic weight matrix (64 x 2048); the bytes do not depend on the number of threads."""
     rng = np.random.default_rng(7)
-    nrows, n = (4, 512) if numba.config.DISABLE_JIT else (64, 2048)
+    nrows, n = (4, 512) if PLAIN_PYTHON else (64, 2048)
     x = (rng.standard_normal((nrows, n)) * 0.02).astype(np.float32)
     w = (rng.standard_normal(n) ** 2).astype(np.float32)
     expected = ggml_encode(ggml, x, qtype)
@@ -288,12 +269,8 @@ def test_shapes(ggml, qtype):
 @settings(max_examples=EXAMPLES)
 @given(data=st.data())
 def test_decode_arbitrary_bytes_matches_ggml(ggml, qtype, data):
-    type_size = TYPE_SIZES[GGMLType[qtype]].type_size
-    nrows = data.draw(st.integers(1, 3))
-    nb = data.draw(st.integers(1, 3))
-    raw = data.draw(st.binary(min_size=nrows * nb * type_size, max_size=nrows * nb * type_size))
-    q = np.frombuffer(raw, np.uint8).reshape(nrows, nb * type_size)
-    assert_same_bits(dequantize(q, qtype), ggml_decode(ggml, q, qtype, nb * QK_K), qtype)
+    q, n = data.draw(block_bytes(qtype, max_blocks=3))
+    assert_same_bits(dequantize(q, qtype), ggml_decode(ggml, q, qtype, n), qtype)
 
 
 # where each format keeps its float scales: (offset, size) inside the block
@@ -338,7 +315,7 @@ def test_scale_min_k4_round_trip(ls, lm):
 def test_make_qx_quants_levels_in_range(x):
     """The levels of the symmetric search stay in [0, 2*nmax) and reconstruct x's sign pattern sensibly."""
     L = np.zeros(16, np.int8)
-    scale = kq.make_qx_quants(16, 32, x, L, 1, np.empty(0, np.float32))
+    scale = search.make_qx_quants(16, 32, x, L, 1, np.empty(0, np.float32))
     assert ((L >= 0) & (L < 64)).all()
     if np.abs(x).max() < 1e-15:
         assert scale == 0 and (L == 0).all()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from quant_strategies import TINY, assert_same_bits, assert_same_bytes, block_bytes, float_rows
 from refllm import quants
-from refllm.quants import QuantError, low_bit
+from refllm.quants import QuantError
 
 pytestmark = pytest.mark.reference
 
@@ -120,14 +120,3 @@ def test_roundtrip_through_ggml(ggml, qtype, data):
     q = ggml.quantize_chunk(x, qtype)
     assert_same_bits(quants.dequantize(q, qtype), ggml.to_float(q, qtype, x.shape[1]))
 
-
-def test_roundf_and_c_int():
-    for v, expected in [(0.5, 1.0), (-0.5, -1.0), (1.5, 2.0), (2.5, 3.0), (-2.5, -3.0), (0.49999997, 0.0),
-                        (-0.49999997, -0.0), (8388607.5, 8388608.0), (1e30, 1e30), (0.0, 0.0)]:
-        r = low_bit.roundf(np.float32(v))
-        assert r == np.float32(expected) and np.signbit(r) == np.signbit(np.float32(expected)), v
-    assert np.isnan(low_bit.roundf(np.float32(np.nan)))
-    assert low_bit.c_int(np.float32(-2.9)) == -2
-    assert low_bit.c_int(np.float32(2147483520.0)) == 2147483520
-    for v in (np.nan, np.inf, -np.inf, 2.0**31, -(2.0**32)):
-        assert low_bit.c_int(np.float32(v)) == -(2**31)

@@ -22,7 +22,16 @@ import numpy as np
 
 from ..ggml_types import GGMLType
 from ..jit import float32_bits, float32_from_bits, parallel_kernel, prange
-from .common import FP16_TO_FP32, bf16_to_fp32, fp32_to_bf16, fp32_to_fp16
+from .common import (
+    FP16_TO_FP32,
+    bf16_to_fp32,
+    fp32_to_bf16,
+    fp32_to_fp16,
+    load_u16_2d,
+    load_u32_2d,
+    store_u16,
+    store_u32,
+)
 from .registry import BlockFormat, Imatrix
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -41,12 +50,9 @@ from .registry import BlockFormat, Imatrix
 def quantize_f32(x, imatrix, out):
     """F32 "encode": the little-endian bytes of each float (``memcpy``; NaN payloads kept bit for bit)."""
     for r in prange(x.shape[0]):
+        row = out[r]
         for j in range(x.shape[1]):
-            bits = float32_bits(x[r, j])
-            out[r, 4 * j + 0] = bits & 0xFF
-            out[r, 4 * j + 1] = (bits >> 8) & 0xFF
-            out[r, 4 * j + 2] = (bits >> 16) & 0xFF
-            out[r, 4 * j + 3] = (bits >> 24) & 0xFF
+            store_u32(row, 4 * j, float32_bits(x[r, j]))
 
 
 @parallel_kernel
@@ -54,9 +60,7 @@ def dequantize_f32(q, out):
     """F32 decode: the float whose little-endian bytes are ``q[4j : 4j+4]``."""
     for r in prange(q.shape[0]):
         for j in range(out.shape[1]):
-            bits = (np.int64(q[r, 4 * j]) | (np.int64(q[r, 4 * j + 1]) << 8) | (np.int64(q[r, 4 * j + 2]) << 16)
-                    | (np.int64(q[r, 4 * j + 3]) << 24))
-            out[r, j] = float32_from_bits(bits)
+            out[r, j] = float32_from_bits(load_u32_2d(q, r, 4 * j))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -77,10 +81,9 @@ def dequantize_f32(q, out):
 def quantize_f16(x, imatrix, out):
     """``ggml_fp32_to_fp16_row``: each float as ``GGML_FP32_TO_FP16`` bits, little-endian."""
     for r in prange(x.shape[0]):
+        row = out[r]
         for j in range(x.shape[1]):
-            h = np.int64(fp32_to_fp16(x[r, j]))
-            out[r, 2 * j] = h & 0xFF
-            out[r, 2 * j + 1] = h >> 8
+            store_u16(row, 2 * j, np.int64(fp32_to_fp16(x[r, j])))
 
 
 @parallel_kernel
@@ -88,8 +91,7 @@ def dequantize_f16(q, out):
     """``ggml_fp16_to_fp32_row``: ``GGML_FP16_TO_FP32`` of each little-endian half."""
     for r in prange(q.shape[0]):
         for j in range(out.shape[1]):
-            h = np.int64(q[r, 2 * j]) | (np.int64(q[r, 2 * j + 1]) << 8)
-            out[r, j] = FP16_TO_FP32[h]  # GGML_FP16_TO_FP32 (sNaN halves come out quiet)
+            out[r, j] = FP16_TO_FP32[load_u16_2d(q, r, 2 * j)]  # GGML_FP16_TO_FP32 (sNaN halves come out quiet)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -110,10 +112,9 @@ def dequantize_f16(q, out):
 def quantize_bf16(x, imatrix, out):
     """``ggml_fp32_to_bf16_row_ref``: each float as ``GGML_FP32_TO_BF16`` bits, little-endian."""
     for r in prange(x.shape[0]):
+        row = out[r]
         for j in range(x.shape[1]):
-            h = np.int64(fp32_to_bf16(x[r, j]))
-            out[r, 2 * j] = h & 0xFF
-            out[r, 2 * j + 1] = h >> 8
+            store_u16(row, 2 * j, np.int64(fp32_to_bf16(x[r, j])))
 
 
 @parallel_kernel
@@ -121,8 +122,7 @@ def dequantize_bf16(q, out):
     """``ggml_bf16_to_fp32_row``: ``x = float32 with bits (h << 16)``."""
     for r in prange(q.shape[0]):
         for j in range(out.shape[1]):
-            h = np.int64(q[r, 2 * j]) | (np.int64(q[r, 2 * j + 1]) << 8)
-            out[r, j] = bf16_to_fp32(h)
+            out[r, j] = bf16_to_fp32(load_u16_2d(q, r, 2 * j))
 
 
 # ggml_quantize_chunk accepts an importance matrix for the float types and ignores it.

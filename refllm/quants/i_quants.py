@@ -38,17 +38,15 @@ from __future__ import annotations
 import gguf.quants as _gguf_quants
 import numpy as np
 
-from ..ggml_types import GGMLType
-from ..jit import kernel, parallel_kernel, prange
-from .common import FP16_TO_FP32
+from ..ggml_types import QK_K, GGMLType
+from ..jit import parallel_kernel, prange
+from .common import FP16_TO_FP32, load_u16_2d, load_u32_2d
 from .registry import BlockFormat, Imatrix
 
 __all__ = ["IQ2XXS_GRID", "IQ2XS_GRID", "IQ2S_GRID", "IQ3XXS_GRID", "IQ3S_GRID", "IQ1S_GRID", "KSIGNS_IQ2XS",
            "KVALUES_IQ4NL", "IQ1S_DELTA", "dequantize_iq2_xxs", "dequantize_iq2_xs", "dequantize_iq2_s",
            "dequantize_iq3_xxs", "dequantize_iq3_s", "dequantize_iq1_s", "dequantize_iq1_m", "dequantize_iq4_nl",
            "dequantize_iq4_xs", "FORMATS"]
-
-QK_K = 256
 
 
 # -- the codebooks ---------------------------------------------------------------------------------------------------
@@ -83,21 +81,6 @@ _HALF = np.float32(0.5)
 _QUARTER = np.float32(0.25)
 
 
-# -- small readers ---------------------------------------------------------------------------------------------------
-
-@kernel
-def _u16(q, r, k):
-    """The little-endian uint16 at byte ``k`` of row ``r``, as int64."""
-    return np.int64(q[r, k]) | (np.int64(q[r, k + 1]) << 8)
-
-
-@kernel
-def _u32(q, r, k):
-    """The little-endian uint32 at byte ``k`` of row ``r``, as int64."""
-    return (np.int64(q[r, k]) | (np.int64(q[r, k + 1]) << 8) | (np.int64(q[r, k + 2]) << 16)
-            | (np.int64(q[r, k + 3]) << 24))
-
-
 # -- IQ2_XXS ---------------------------------------------------------------------------------------------------------
 #
 #   block_iq2_xxs (256 weights, 66 bytes, 2.0625 bits per weight)
@@ -125,10 +108,10 @@ def dequantize_iq2_xxs(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 66
-            d = FP16_TO_FP32[_u16(q, r, b)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             for ib32 in range(QK_K // 32):
                 o = b + 2 + 8 * ib32
-                aux = _u32(q, r, o + 4)
+                aux = load_u32_2d(q, r, o + 4)
                 db = (d * (_HALF + np.float32(aux >> 28))) * _QUARTER
                 for l in range(4):
                     idx = q[r, o + l]
@@ -162,13 +145,13 @@ def dequantize_iq2_xs(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 74
-            d = FP16_TO_FP32[_u16(q, r, b)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             for ib32 in range(QK_K // 32):
                 sc = np.int64(q[r, b + 66 + ib32])
                 db0 = (d * (_HALF + np.float32(sc & 0xF))) * _QUARTER
                 db1 = (d * (_HALF + np.float32(sc >> 4))) * _QUARTER
                 for l in range(4):
-                    qs = _u16(q, r, b + 2 + 2 * (4 * ib32 + l))
+                    qs = load_u16_2d(q, r, b + 2 + 2 * (4 * ib32 + l))
                     idx = qs & 511
                     signs = KSIGNS_IQ2XS[qs >> 9]
                     db = db0 if l < 2 else db1
@@ -203,7 +186,7 @@ def dequantize_iq2_s(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 82
-            d = FP16_TO_FP32[_u16(q, r, b)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             for ib32 in range(QK_K // 32):
                 sc = np.int64(q[r, b + 74 + ib32])
                 db0 = (d * (_HALF + np.float32(sc & 0xF))) * _QUARTER
@@ -244,9 +227,9 @@ def dequantize_iq3_xxs(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 98
-            d = FP16_TO_FP32[_u16(q, r, b)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             for ib32 in range(QK_K // 32):
-                aux = _u32(q, r, b + 66 + 4 * ib32)
+                aux = load_u32_2d(q, r, b + 66 + 4 * ib32)
                 db = (d * (_HALF + np.float32(aux >> 28))) * _HALF
                 for l in range(4):
                     signs = KSIGNS_IQ2XS[(aux >> (7 * l)) & 127]
@@ -285,7 +268,7 @@ def dequantize_iq3_s(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 110
-            d = FP16_TO_FP32[_u16(q, r, b)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             for ib32 in range(QK_K // 32):
                 s = (np.int64(q[r, b + 106 + ib32 // 2]) >> (4 * (ib32 % 2))) & 0xF
                 db = d * np.float32(1 + 2 * s)
@@ -326,9 +309,9 @@ def dequantize_iq1_s(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 50
-            d = FP16_TO_FP32[_u16(q, r, b)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             for ib in range(QK_K // 32):
-                qh = _u16(q, r, b + 34 + 2 * ib)
+                qh = load_u16_2d(q, r, b + 34 + 2 * ib)
                 dl = d * np.float32(2 * ((qh >> 12) & 7) + 1)
                 delta = -IQ1S_DELTA if qh & 0x8000 else IQ1S_DELTA
                 for l in range(4):
@@ -366,13 +349,13 @@ def dequantize_iq1_m(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 56
-            sc0 = _u16(q, r, b + 48)
-            sc1 = _u16(q, r, b + 50)
-            sc2 = _u16(q, r, b + 52)
-            sc3 = _u16(q, r, b + 54)
+            sc0 = load_u16_2d(q, r, b + 48)
+            sc1 = load_u16_2d(q, r, b + 50)
+            sc2 = load_u16_2d(q, r, b + 52)
+            sc3 = load_u16_2d(q, r, b + 54)
             d = FP16_TO_FP32[(sc0 >> 12) | ((sc1 >> 8) & 0x00F0) | ((sc2 >> 4) & 0x0F00) | (sc3 & 0xF000)]
             for ib in range(QK_K // 32):
-                sc = _u16(q, r, b + 48 + 2 * (ib // 2))
+                sc = load_u16_2d(q, r, b + 48 + 2 * (ib // 2))
                 dl1 = d * np.float32(2 * ((sc >> (6 * (ib % 2))) & 7) + 1)
                 dl2 = d * np.float32(2 * ((sc >> (6 * (ib % 2) + 3)) & 7) + 1)
                 for l in range(4):
@@ -412,7 +395,7 @@ def dequantize_iq4_nl(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 18
-            d = FP16_TO_FP32[_u16(q, r, b)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             y0 = i * 32
             for j in range(16):
                 byte = q[r, b + 2 + j]
@@ -445,8 +428,8 @@ def dequantize_iq4_xs(q, out):
     for r in prange(nrows):
         for i in range(nb):
             b = i * 136
-            d = FP16_TO_FP32[_u16(q, r, b)]
-            scales_h = _u16(q, r, b + 2)
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
+            scales_h = load_u16_2d(q, r, b + 2)
             for ib in range(QK_K // 32):
                 ls = ((np.int64(q[r, b + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4)
                 dl = d * np.float32(ls - 32)

@@ -29,11 +29,8 @@ overflows (``x²`` above ~1.8e19 is inf, sums of huge values become inf or NaN, 
 bit-trick value): that is deterministic IEEE arithmetic, reproduced exactly.  The output is then meaningless — a
 huge-valued block decodes to garbage, in ggml as here.  NaN and ±inf input is rejected (``finite_only``).
 
-Speed.  Three reformulations keep every float operation of ggml but let LLVM vectorize (verified bit-exact):
-:func:`make_qx_quants` evaluates its 19 independent trial scales together, one vector lane per trial;
-:func:`make_qkx2_quants` / :func:`make_qkx3_quants` skip a trial whose levels equal the previous trial's (ggml would
-compute the same error and reject it) and compute levels and errors in vector loops, leaving only the sums in scalar
-loops in ggml's order; the decoders do their bit work in int32.
+Speed.  The scale searches (:mod:`refllm.quants.search`, shared with the legacy formats) are reformulated so that
+LLVM vectorizes them without changing a bit; the decoders do their bit work in int32.
 """
 
 from __future__ import annotations
@@ -42,16 +39,13 @@ import numpy as np
 
 from ..ggml_types import QK_K, GGMLType
 from ..jit import float32_bits, float32_from_bits, kernel, parallel_kernel, prange
-from .common import FP16_TO_FP32, fp32_to_fp16, nearest_int
+from .common import int8_of, load_fp16, load_u32, nearest_int, store_fp16, store_u16, store_u32
 from .registry import BlockFormat, Imatrix
-
-GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c: below this max |x| a group counts as all zero
-_QX_TRIALS = 19  # make_qx_quants: the first guess and is = -9 … 9 without 0
+from .search import GROUP_MAX_EPS, make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants, make_qx_quants
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 _TWO = np.float32(2.0)
-_F_0_1 = np.float32(0.1)  # C's 0.1f
 _F_QK_K = np.float32(QK_K)
 # int32 constants for the decoders: int32 arithmetic on the bytes lets LLVM vectorize the inner loops
 _I1, _I2, _I3, _I4, _I15, _I32, _I128 = (np.int32(v) for v in (1, 2, 3, 4, 15, 32, 128))
@@ -81,367 +75,8 @@ Q8_K_BYTES = 292
 
 
 # ======================================================================================================================
-# Shared helpers (ggml-quants.c, "Helper functions")
+# Helpers of the K-quant layouts (the scale searches are in refllm.quants.search)
 # ======================================================================================================================
-
-
-@kernel
-def load_fp16(b, off):
-    """The float32 value of the little-endian fp16 at ``b[off:off+2]`` (``GGML_FP16_TO_FP32``)."""
-    return FP16_TO_FP32[np.int64(b[off]) | (np.int64(b[off + 1]) << 8)]
-
-
-@kernel
-def store_fp16(b, off, f):
-    """Store float32 ``f`` as little-endian fp16 at ``b[off:off+2]`` (``GGML_FP32_TO_FP16``); return its value."""
-    h = np.int64(fp32_to_fp16(f))
-    b[off] = h & 0xFF
-    b[off + 1] = h >> 8
-    return FP16_TO_FP32[h]
-
-
-@kernel
-def _qx_weight(x, i, rmse_type, qw):
-    """The weight of element ``i`` in :func:`make_qx_quants`: ``qw[i]`` if given, else chosen by ``rmse_type``."""
-    if qw.size > 0:
-        return qw[i]
-    if rmse_type == 1:
-        return x[i] * x[i]
-    if rmse_type == 2:
-        return _ONE
-    if rmse_type == 3:
-        return abs(x[i])
-    return np.sqrt(abs(x[i]))
-
-
-@kernel
-def make_qx_quants(n, nmax, x, L, rmse_type, qw):
-    """Symmetric scale search (ggml ``make_qx_quants``): levels ``L[i]`` in ``[0, 2*nmax)``, ``x ≈ scale*(L-nmax)``.
-
-    ``max`` is the first element of largest ``|x|``, with its sign (it maps to level 0).  Trial 0 is
-    ``iscale = -nmax / max``, trials 1 … 18 are ``iscale = -(nmax + 0.1*is) / max`` for ``is = -9 … 9`` (no 0).
-    Each trial gives levels ``l = clamp(nearest_int(iscale*x), -nmax, nmax-1)`` and the weighted sums
-    ``sumlx = Σ (w*x)*l``, ``suml2 = Σ (w*l)*l``; trial 0 sets ``scale = sumlx / suml2`` and ``best = scale*sumlx``,
-    and a later trial replaces them (and the levels) if ``suml2 > 0 and sumlx² > best*suml2``.  Weights: ``qw`` if
-    non-empty, else by ``rmse_type`` (1: ``x²``, 2: 1, 3: ``|x|``, 4: ``sqrt|x|``).  Every caller in ggml passes
-    ``rmse_type = 1``; ggml's ``rmse_type = 0`` (no search) and negative ("return early") variants have no caller and
-    are not implemented.  Returns the scale (0 and all ``L = 0`` when ``max |x| < 1e-15``).
-
-    The trials' scales do not depend on each other, so all 19 are summed in one pass over ``x`` (one lane per trial,
-    which vectorizes); each trial's sums are still accumulated in ``i`` order, as in ggml, and the trials are then
-    compared in ggml's order — the result is bit-identical to ggml's trial-after-trial loop.
-    """
-    max_ = _ZERO
-    amax = _ZERO
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            max_ = x[i]
-    if amax < GROUP_MAX_EPS:  # all zero
-        for i in range(n):
-            L[i] = 0
-        return _ZERO
-    work = np.zeros((3, _QX_TRIALS), np.float32)
-    iscale = work[0]
-    sumlx = work[1]
-    suml2 = work[2]
-    iscale[0] = np.float32(-nmax) / max_
-    t = 1
-    for is_ in range(-9, 10):
-        if is_ != 0:
-            iscale[t] = -(np.float32(nmax) + _F_0_1 * np.float32(is_)) / max_
-            t += 1
-    for i in range(n):
-        w = _qx_weight(x, i, rmse_type, qw)
-        wx = w * x[i]
-        xi = x[i]
-        for t in range(_QX_TRIALS):
-            fl = np.float32(max(-nmax, min(nmax - 1, nearest_int(iscale[t] * xi))))
-            sumlx[t] += wx * fl
-            suml2[t] += (w * fl) * fl
-    scale = sumlx[0] / suml2[0] if suml2[0] != 0 else _ZERO
-    best = scale * sumlx[0]
-    chosen = 0
-    for t in range(1, _QX_TRIALS):
-        if suml2[t] > 0 and sumlx[t] * sumlx[t] > best * suml2[t]:
-            scale = sumlx[t] / suml2[t]
-            best = scale * sumlx[t]
-            chosen = t
-    for i in range(n):
-        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale[chosen] * x[i])))
-    return scale
-
-
-@kernel
-def make_q3_quants(n, nmax, x, L, do_rmse):
-    """Symmetric scale search of the Q3_K reference (ggml ``make_q3_quants``); levels ``L[i]`` in ``[0, 2*nmax)``.
-
-    Start: ``L = clamp(nearest_int(-nmax/max * x), -nmax, nmax-1)``.  With ``do_rmse`` (the only use), up to 5
-    passes of coordinate descent with weights ``x²``: each level is moved to ``nearest_int(x * suml2 / sumlx)``
-    (leave-one-out sums) if that raises ``sumlx² / suml2``.  Returns ``sumlx / suml2`` (0 if ``suml2 <= 0``), or
-    ``1/iscale`` without ``do_rmse``.  An all-zero group (``max |x| < 1e-15``) gets ``L = 0`` (not ``nmax``) and 0.
-    """
-    max_ = _ZERO
-    amax = _ZERO
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            max_ = x[i]
-    if amax < GROUP_MAX_EPS:  # all zero
-        for i in range(n):
-            L[i] = 0
-        return _ZERO
-    iscale = np.float32(-nmax) / max_
-    if do_rmse:
-        sumlx = _ZERO
-        suml2 = _ZERO
-        for i in range(n):
-            l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-            L[i] = l
-            w = x[i] * x[i]
-            fl = np.float32(l)
-            sumlx += (w * x[i]) * fl
-            suml2 += (w * fl) * fl
-        for itry in range(5):
-            n_changed = 0
-            for i in range(n):
-                w = x[i] * x[i]
-                fL = np.float32(L[i])
-                slx = sumlx - (w * x[i]) * fL
-                if slx > 0:
-                    sl2 = suml2 - (w * fL) * fL
-                    new_l = max(-nmax, min(nmax - 1, nearest_int((x[i] * sl2) / slx)))
-                    if new_l != L[i]:
-                        fn = np.float32(new_l)
-                        slx += (w * x[i]) * fn
-                        sl2 += (w * fn) * fn
-                        if sl2 > 0 and (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
-                            L[i] = new_l
-                            sumlx = slx
-                            suml2 = sl2
-                            n_changed += 1
-            if n_changed == 0:
-                break
-        for i in range(n):
-            L[i] += nmax
-        return sumlx / suml2 if suml2 > 0 else _ZERO
-    for i in range(n):
-        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-    return _ONE / iscale
-
-
-@kernel
-def _qkx_levels(n, nmax, x, min_, iscale, L, fl):
-    """``L[i] = clamp(nearest_int(iscale*(x[i] - min_)), 0, nmax)``, ``fl[i] = float(L[i])``; returns how many
-    levels differ from the ones ``L`` held before."""
-    changed = 0
-    for i in range(n):
-        l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
-        changed += l != L[i]
-        L[i] = l
-        fl[i] = np.float32(l)
-    return changed
-
-
-@kernel
-def _qkx_error(n, x, weights, fl, scale, min_, use_mad, tmp):
-    """``Σ w*|scale*l + min - x|`` (``use_mad``) or ``Σ w*(scale*l + min - x)²``, summed in ``i`` order."""
-    for i in range(n):
-        diff = (scale * fl[i] + min_) - x[i]
-        tmp[i] = weights[i] * (abs(diff) if use_mad else diff * diff)
-    error = _ZERO
-    for i in range(n):
-        error += tmp[i]
-    return error
-
-
-@kernel
-def _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, min_, max_, sum_w, sum_x):
-    """The search shared by :func:`make_qkx2_quants` and :func:`make_qkx3_quants` once min, max and the weight
-    sums are known (``min < max``).  Returns ``(scale, the_min)``.
-
-    The trials run one after the other as in ggml (an accepted trial's ``min`` is used by the following ones).
-    Two things make it faster without changing a bit: the per-element work is done in loops that vectorize, with only
-    the sums left as scalar loops in ggml's order; and a trial whose levels equal the previous trial's is skipped —
-    its sums and error would be the previous trial's (they do not involve ``min``), so ggml's strict ``<`` would
-    reject it again.
-    """
-    work = np.empty((2, n), np.float32)
-    fl = work[0]
-    tmp = work[1]
-    iscale = np.float32(nmax) / (max_ - min_)
-    scale = _ONE / iscale
-    _qkx_levels(n, nmax, x, min_, iscale, L, fl)
-    best_error = _qkx_error(n, x, weights, fl, scale, min_, use_mad, tmp)
-    if nstep < 1:
-        return scale, -min_
-    for is_ in range(nstep + 1):
-        iscale = ((rmin + rdelta * np.float32(is_)) + np.float32(nmax)) / (max_ - min_)
-        if _qkx_levels(n, nmax, x, min_, iscale, Laux, fl) == 0 and is_ > 0:
-            continue  # the previous trial's levels: same sums and error, rejected again
-        sum_l = _ZERO
-        sum_l2 = _ZERO
-        sum_xl = _ZERO
-        for i in range(n):
-            wl = weights[i] * fl[i]
-            sum_l += wl
-            sum_l2 += wl * fl[i]
-            sum_xl += wl * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-            if this_min > 0:
-                this_min = _ZERO
-                this_scale = sum_xl / sum_l2
-            cur_error = _qkx_error(n, x, weights, fl, this_scale, this_min, use_mad, tmp)
-            if cur_error < best_error:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best_error = cur_error
-                scale = this_scale
-                min_ = this_min
-    return scale, -min_
-
-
-@kernel
-def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
-    """Asymmetric scale + min search (ggml ``make_qkx2_quants``): ``x ≈ scale*L - the_min``, ``L`` in ``[0, nmax]``.
-
-    ``min = min(0, min x)``.  First guess ``iscale = nmax / (max - min)``, ``scale = 1/iscale``; then for
-    ``is = 0 … nstep`` (inclusive) ``iscale = (rmin + rdelta*is + nmax) / (max - min)`` gives levels
-    ``L = clamp(nearest_int(iscale*(x - min)), 0, nmax)`` and, if ``D = Σw·Σw*l² - (Σw*l)² > 0``, the weighted
-    least-squares ``scale`` and ``min`` for them (``min`` forced to ≤ 0, then ``scale = Σw*l*x / Σw*l²``).  A trial
-    replaces the current levels, scale and min if its weighted error (``|err|`` if ``use_mad`` else ``err²``) is
-    smaller (strict ``<``); the new ``min`` is used by the following trials.  Returns ``(scale, the_min)`` with
-    ``the_min = -min >= 0``; a constant group (``max == min``) gives ``L = 0``, scale 0.
-    """
-    min_ = x[0]
-    max_ = x[0]
-    sum_w = weights[0]
-    sum_x = sum_w * x[0]
-    for i in range(1, n):
-        if x[i] < min_:
-            min_ = x[i]
-        if x[i] > max_:
-            max_ = x[i]
-        w = weights[i]
-        sum_w += w
-        sum_x += w * x[i]
-    if min_ > 0:
-        min_ = _ZERO
-    if max_ == min_:
-        for i in range(n):
-            L[i] = 0
-        return _ZERO, -min_
-    return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, min_, max_, sum_w, sum_x)
-
-
-@kernel
-def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
-    """The importance-matrix variant of :func:`make_qkx2_quants` (ggml ``make_qkx3_quants``).
-
-    The same search; the differences are that empty ``weights`` means ``w = x²`` (no caller in ggml's chunk path
-    does that) and that the degenerate group is ``max <= min`` (after ``min = min(0, min x)``).
-    """
-    if weights.size == 0:
-        weights = np.empty(n, np.float32)
-        for i in range(n):
-            weights[i] = x[i] * x[i]
-    min_ = x[0]
-    max_ = x[0]
-    sum_w = weights[0]
-    sum_x = sum_w * x[0]
-    for i in range(1, n):
-        if x[i] < min_:
-            min_ = x[i]
-        if x[i] > max_:
-            max_ = x[i]
-        w = weights[i]
-        sum_w += w
-        sum_x += w * x[i]
-    if min_ > 0:
-        min_ = _ZERO
-    if max_ <= min_:
-        for i in range(n):
-            L[i] = 0
-        return _ZERO, -min_
-    return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, min_, max_, sum_w, sum_x)
-
-
-@kernel
-def make_qp_quants(n, nmax, x, L, quant_weights):
-    """Quantize non-negative values (sub-block scales or mins) to ``[0, nmax]`` (ggml ``make_qp_quants``).
-
-    ``max = max(0, x)``; first guess ``iscale = nmax/max``, then ``iscale = (0.1*is + nmax)/max`` for
-    ``is = -4 … 4`` by weighted squared error (strict ``<``); then up to 5 coordinate-descent passes as in
-    :func:`make_q3_quants`.  Returns ``sumlx / suml2`` (0 if ``suml2 <= 0``; 0 and ``L = 0`` if ``max < 1e-15``).
-
-    ``L`` is C's ``uint8_t`` array: stores wrap modulo 256 (a negative level, possible only for a negative
-    input, is read back as ``l + 256``, exactly as ggml does).
-    """
-    max_ = _ZERO
-    for i in range(n):
-        max_ = max_ if max_ > x[i] else x[i]
-    if max_ < GROUP_MAX_EPS:  # all zero
-        for i in range(n):
-            L[i] = 0
-        return _ZERO
-    iscale = np.float32(nmax) / max_
-    for i in range(n):
-        L[i] = nearest_int(iscale * x[i]) & 0xFF
-    scale = _ONE / iscale
-    best_mse = _ZERO
-    for i in range(n):
-        diff = x[i] - scale * np.float32(L[i])
-        w = quant_weights[i]
-        best_mse += (w * diff) * diff
-    for is_ in range(-4, 5):
-        if is_ == 0:
-            continue
-        iscale_is = (_F_0_1 * np.float32(is_) + np.float32(nmax)) / max_
-        scale_is = _ONE / iscale_is
-        mse = _ZERO
-        for i in range(n):
-            l = min(nmax, nearest_int(iscale_is * x[i]))
-            diff = x[i] - scale_is * np.float32(l)
-            w = quant_weights[i]
-            mse += (w * diff) * diff
-        if mse < best_mse:
-            best_mse = mse
-            iscale = iscale_is
-    sumlx = _ZERO
-    suml2 = _ZERO
-    for i in range(n):
-        l = min(nmax, nearest_int(iscale * x[i]))
-        L[i] = l & 0xFF
-        w = quant_weights[i]
-        fl = np.float32(l)
-        sumlx += (w * x[i]) * fl
-        suml2 += (w * fl) * fl
-    for itry in range(5):
-        n_changed = 0
-        for i in range(n):
-            w = quant_weights[i]
-            fL = np.float32(L[i])
-            slx = sumlx - (w * x[i]) * fL
-            sl2 = suml2 - (w * fL) * fL
-            if slx > 0 and sl2 > 0:
-                new_l = min(nmax, nearest_int((x[i] * sl2) / slx))
-                if new_l != L[i]:
-                    fn = np.float32(new_l)
-                    slx += (w * x[i]) * fn
-                    sl2 += (w * fn) * fn
-                    if (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
-                        L[i] = new_l & 0xFF
-                        sumlx = slx
-                        suml2 = sl2
-                        n_changed += 1
-        if n_changed == 0:
-            break
-    return sumlx / suml2 if suml2 > 0 else _ZERO
 
 
 @kernel
@@ -729,7 +364,7 @@ def quantize_row_q3_K_ref(x, y):
         if max_scale != 0:
             iscale = _M32 / max_scale
             for j in range(QK_K // 16):
-                l = ((nearest_int(iscale * scales[j]) + 128) & 0xFF) - 128  # C: int8_t l = nearest_int(...)
+                l = int8_of(nearest_int(iscale * scales[j]))  # C: int8_t l = nearest_int(...)
                 l = max(-32, min(31, l)) + 32
                 _q3_K_set_scale(ysc, j, l)
             d = store_fp16(yb, 108, _ONE / iscale)
@@ -872,8 +507,13 @@ def _quantize_block_qK_ref(xb, yb, L, Laux, weights, mins, scales, nmax, rmin, r
 
 
 @kernel
-def _quantize_block_qK_impl(xb, qwb, yb, L, Laux, weights, mins, scales, sw, Ls, Lm, nmax):
-    """The scale part of ``quantize_row_q4_K_impl`` / ``q5_K_impl`` for one super-block (with importance weights)."""
+def _quantize_block_qK_impl(xb, qwb, yb, L, Laux, weights, mins, scales, sw, Ls, Lm, nmax, max_level):
+    """The scale part of ``quantize_row_q4_K_impl`` / ``q5_K_impl`` for one super-block (with importance weights).
+
+    ``make_qp_quants`` can return levels above 63 (a negative scale wraps in the uint8 ``Ls``).  Q5_K clamps them
+    with ``MIN(63, ls)`` (``max_level=63``); Q4_K stores the uint8 as it is (``max_level=255``), and the packing
+    keeps what fits.
+    """
     sum_x2 = _ZERO
     for l in range(QK_K):
         sum_x2 += xb[l] * xb[l]
@@ -893,7 +533,7 @@ def _quantize_block_qK_impl(xb, qwb, yb, L, Laux, weights, mins, scales, sw, Ls,
     m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
     ysc = yb[4:16]
     for j in range(QK_K // 32):
-        set_scale_min_k4(j, ysc, min(63, np.int64(Ls[j])), min(63, np.int64(Lm[j])))  # MIN(63) is a no-op here
+        set_scale_min_k4(j, ysc, min(max_level, np.int64(Ls[j])), min(max_level, np.int64(Lm[j])))
     d = store_fp16(yb, 0, d_block)
     dmin = store_fp16(yb, 2, m_block)
     _requantize_qK(xb, L, ysc, d, dmin, nmax)
@@ -937,7 +577,7 @@ def quantize_row_q4_K_impl(x, y, quant_weights):
     for i in range(nb):
         yb = y[i * Q4_K_BYTES:(i + 1) * Q4_K_BYTES]
         _quantize_block_qK_impl(x[i * QK_K:(i + 1) * QK_K], quant_weights[i * QK_K:(i + 1) * QK_K], yb,
-                                L, Laux, weights, mins, scales, sw, Ls, Lm, 15)
+                                L, Laux, weights, mins, scales, sw, Ls, Lm, 15, 255)
         _pack_q4_K(L, yb[16:144])
 
 
@@ -1032,7 +672,7 @@ def quantize_row_q5_K_impl(x, y, quant_weights):
     for i in range(nb):
         yb = y[i * Q5_K_BYTES:(i + 1) * Q5_K_BYTES]
         _quantize_block_qK_impl(x[i * QK_K:(i + 1) * QK_K], quant_weights[i * QK_K:(i + 1) * QK_K], yb,
-                                L, Laux, weights, mins, scales, sw, Ls, Lm, 31)
+                                L, Laux, weights, mins, scales, sw, Ls, Lm, 31, 63)
         _pack_q5_K(L, yb)
 
 
@@ -1112,7 +752,7 @@ def _quantize_block_q6_K(xb, qwb, yb, L, scales):
     for ib in range(QK_K // 16):
         ysc[ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF  # int8 (two's complement)
     for j in range(QK_K // 16):
-        d = d_all * np.float32(((np.int64(ysc[j]) + 128) & 0xFF) - 128)
+        d = d_all * np.float32(int8_of(np.int64(ysc[j])))
         if d == 0:
             continue  # keep the levels of the first search
         for ii in range(16):
@@ -1166,7 +806,7 @@ def dequantize_row_q6_K(x, y):
         o = y[i * QK_K:(i + 1) * QK_K]
         d = load_fp16(b, 208)
         for j in range(QK_K // 16):
-            dl[j] = d * np.float32(((np.int64(b[192 + j]) + 128) & 0xFF) - 128)  # int8 scale
+            dl[j] = d * np.float32(int8_of(np.int64(b[192 + j])))  # int8 scale
         for h in range(2):
             qh = b[128 + 32 * h:160 + 32 * h]
             for k in range(4):
@@ -1233,18 +873,12 @@ def quantize_row_q8_K_ref(x, y):
         iscale = _M127 / max_
         qs = yb[4:4 + QK_K]
         for j in range(QK_K):
-            v = ((min(127, nearest_int(iscale * xb[j])) + 128) & 0xFF) - 128  # C: int8_t qs = MIN(127, v)
+            v = int8_of(min(127, nearest_int(iscale * xb[j])))  # C: int8_t qs = MIN(127, v)
             q[j] = v
             qs[j] = v & 0xFF
         for j in range(QK_K // 16):
-            s = q[16 * j:16 * j + 16].sum()  # bsums[j]: int16, little-endian
-            yb[260 + 2 * j] = s & 0xFF
-            yb[261 + 2 * j] = (s >> 8) & 0xFF
-        dbits = float32_bits(_ONE / iscale)
-        yb[0] = dbits & 0xFF
-        yb[1] = (dbits >> 8) & 0xFF
-        yb[2] = (dbits >> 16) & 0xFF
-        yb[3] = dbits >> 24
+            store_u16(yb, 260 + 2 * j, q[16 * j:16 * j + 16].sum())  # bsums[j]: int16
+        store_u32(yb, 0, float32_bits(_ONE / iscale))  # d: float32
 
 
 @kernel
@@ -1254,8 +888,7 @@ def dequantize_row_q8_K(x, y):
     for i in range(nb):
         b = x[i * Q8_K_BYTES:(i + 1) * Q8_K_BYTES]
         o = y[i * QK_K:(i + 1) * QK_K]
-        d = float32_from_bits(np.int64(b[0]) | (np.int64(b[1]) << 8) | (np.int64(b[2]) << 16)
-                              | (np.int64(b[3]) << 24))
+        d = float32_from_bits(load_u32(b, 0))
         qs = b[4:4 + QK_K]
         for j in range(QK_K):
             o[j] = d * np.float32((np.int32(qs[j]) ^ _I128) - _I128)  # int8 value of the byte

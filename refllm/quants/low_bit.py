@@ -12,7 +12,8 @@ Q1_0's encoder is defined for every input (NaN and ±inf give an fp16 NaN or inf
 Q2_0's is not: it converts ``roundf(x/d)`` to ``int``, which C leaves undefined for NaN, ±inf and huge values.
 refllm rejects NaN/±inf for Q2_0 (``finite_only=True``) but must still reproduce one such conversion on finite
 input: for a block whose largest |x| is below 2**-128, ``1/d`` overflows to inf and ggml converts ±inf and NaN
-(``0*inf``) with x86-64's ``cvttss2si``, which gives INT_MIN — code 0.  :func:`c_int` does the same.
+(``0*inf``) with x86-64's ``cvttss2si``, which gives INT_MIN — code 0.  :func:`~refllm.quants.common.c_float_to_int`
+does the same.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..ggml_types import GGMLType
-from ..jit import float32_bits, kernel, parallel_kernel, prange
-from .common import FP16_TO_FP32, fp32_to_fp16
+from ..jit import parallel_kernel, prange
+from .common import FP16_TO_FP32, c_float_to_int, load_u16_2d, roundf, store_fp16
 from .registry import BlockFormat, Imatrix
 
-__all__ = ["roundf", "c_int", "quantize_q1_0", "dequantize_q1_0", "quantize_q2_0", "dequantize_q2_0", "FORMATS"]
+__all__ = ["quantize_q1_0", "dequantize_q1_0", "quantize_q2_0", "dequantize_q2_0", "FORMATS"]
 
 QK1_0 = 128
 Q1_0_BYTES = 18
@@ -33,38 +34,7 @@ Q2_0_BYTES = 18
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
-_HALF = np.float32(0.5)
 _QK1_0_F32 = np.float32(QK1_0)
-_TWO_POW_23 = np.float32(2.0**23)
-_TWO_POW_31 = np.float32(2.0**31)
-_INT32_MIN = -(2**31)
-
-
-@kernel
-def roundf(v):
-    """C's ``roundf``: round to the nearest integer, halves away from zero (NaN and ±inf unchanged).
-
-    Not ``floor(|v| + 0.5)``, which is wrong for 0.49999997 (the sum rounds up to 1.0): the fraction is compared
-    with 0.5 after an exact truncation.
-    """
-    a = abs(v)
-    if not (a < _TWO_POW_23):  # already an integer, or ±inf, or NaN
-        return v
-    t = np.float32(int(a))
-    if a - t >= _HALF:
-        t = t + _ONE
-    if float32_bits(v) >> 31:
-        return -t
-    return t
-
-
-@kernel
-def c_int(v):
-    """C's ``(int)v`` as x86-64 computes it (``cvttss2si``): truncation toward zero, and INT_MIN for NaN, ±inf and
-    anything outside [-2**31, 2**31), where C leaves the result undefined."""
-    if not (-_TWO_POW_31 <= v < _TWO_POW_31):
-        return _INT32_MIN
-    return int(v)
 
 
 # -- Q1_0 ------------------------------------------------------------------------------------------------------------
@@ -95,9 +65,7 @@ def quantize_q1_0(x, imatrix, out):
             sum_abs = _ZERO
             for j in range(QK1_0):
                 sum_abs += abs(x[r, x0 + j])
-            h = fp32_to_fp16(sum_abs / _QK1_0_F32)
-            out[r, y0] = h & 0xFF
-            out[r, y0 + 1] = h >> 8
+            store_fp16(out[r], y0, sum_abs / _QK1_0_F32)
             for k in range(QK1_0 // 8):
                 byte = 0
                 for b in range(8):
@@ -115,7 +83,7 @@ def dequantize_q1_0(q, out):
         for i in range(nb):
             b = i * Q1_0_BYTES
             y0 = i * QK1_0
-            d = FP16_TO_FP32[np.int64(q[r, b]) | (np.int64(q[r, b + 1]) << 8)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             neg_d = -d
             for j in range(QK1_0):
                 bit = (q[r, b + 2 + (j >> 3)] >> (j & 7)) & 1
@@ -154,13 +122,11 @@ def quantize_q2_0(x, imatrix, out):
                     amax = a
             d = amax
             idd = _ONE / d if d > _ZERO else _ZERO
-            h = fp32_to_fp16(d)
-            out[r, y0] = h & 0xFF
-            out[r, y0 + 1] = h >> 8
+            store_fp16(out[r], y0, d)
             for k in range(QK2_0 // 4):
                 byte = 0
                 for b in range(4):
-                    code = c_int(roundf(x[r, x0 + 4 * k + b] * idd)) + 1
+                    code = c_float_to_int(roundf(x[r, x0 + 4 * k + b] * idd)) + 1
                     if code < 0:
                         code = 0
                     if code > 3:
@@ -178,7 +144,7 @@ def dequantize_q2_0(q, out):
         for i in range(nb):
             b = i * Q2_0_BYTES
             y0 = i * QK2_0
-            d = FP16_TO_FP32[np.int64(q[r, b]) | (np.int64(q[r, b + 1]) << 8)]
+            d = FP16_TO_FP32[load_u16_2d(q, r, b)]
             for j in range(QK2_0):
                 code = (np.int64(q[r, b + 2 + (j >> 2)]) >> (2 * (j & 3))) & 3
                 out[r, y0 + j] = np.float32(code - 1) * d

@@ -26,8 +26,7 @@ import numpy as np
 
 from ..ggml_types import QK_K, GGMLType
 from ..jit import kernel, parallel_kernel, prange
-from .common import fp32_to_fp16
-from .legacy import block_elements, ggml_compute_fp16_to_fp32, load_u16
+from .common import block_elements, load_fp16, store_fp16
 from .registry import BlockFormat, Imatrix
 
 _ZERO = np.float32(0.0)
@@ -113,9 +112,7 @@ def quantize_row_tq1_0_ref(x, y):
         xb = i * QK_K
         yb = i * _TQ1_0_BYTES
         d, id_ = tq_scale(x, xb)
-        h = np.int32(fp32_to_fp16(d))
-        y[yb + _TQ1_0_D] = h & 0xFF
-        y[yb + _TQ1_0_D + 1] = h >> 8
+        store_fp16(y, yb + _TQ1_0_D, d)
         # 32 bytes of 5 trits: elements m + 32n
         for m in range(32):
             q = 0
@@ -156,7 +153,7 @@ def dequantize_row_tq1_0(x, y):
     for i in range(nb):
         xb = i * _TQ1_0_BYTES
         yb = i * QK_K
-        d = ggml_compute_fp16_to_fp32(load_u16(x, xb + _TQ1_0_D))
+        d = load_fp16(x, xb + _TQ1_0_D)
         for n in range(5):
             for m in range(qk // 8):  # 32
                 y[yb + 32 * n + m] = np.float32(trit_value(x[xb + m], n)) * d
@@ -192,9 +189,7 @@ def quantize_row_tq2_0_ref(x, y):
         xb = i * QK_K
         yb = i * _TQ2_0_BYTES
         d, id_ = tq_scale(x, xb)
-        h = np.int32(fp32_to_fp16(d))
-        y[yb + _TQ2_0_D] = h & 0xFF
-        y[yb + _TQ2_0_D + 1] = h >> 8
+        store_fp16(y, yb + _TQ2_0_D, d)
         for half in range(2):
             for m in range(32):
                 q = 0
@@ -211,7 +206,7 @@ def dequantize_row_tq2_0(x, y):
     for i in range(nb):
         xb = i * _TQ2_0_BYTES
         yb = i * QK_K
-        d = ggml_compute_fp16_to_fp32(load_u16(x, xb + _TQ2_0_D))
+        d = load_fp16(x, xb + _TQ2_0_D)
         for half in range(2):
             for l in range(4):
                 for m in range(qk // 8):  # 32
