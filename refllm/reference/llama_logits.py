@@ -1,0 +1,184 @@
+"""llama.cpp's logits, through ctypes on the reference build's ``libllama.so``.
+
+What :mod:`refllm.model` is compared with.  One call loads a GGUF, makes a context with the given settings, decodes
+the tokens (in one batch, or one token per ``llama_decode``) with every position's logits requested, and returns
+them as float32 [n, n_vocab]::
+
+    llama_model_load_from_file → llama_init_from_model(ctx_params) → llama_decode(batch) → llama_get_logits_ith(i)
+
+The settings that change the numbers: ``n_ctx`` (and with it the LongRoPE factor choice, see
+:mod:`refllm.model.rope`), ``type_k`` / ``type_v`` (the KV cache type: llama.cpp's default is F16), ``flash_attn``
+(``"auto"``, llama.cpp's default, enables it on the CPU), the batch split (``n_ubatch``) and the thread count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+import numpy as np
+
+from ..errors import RefllmError
+from ..ggml_types import ggml_type
+from .build import ensure_reference
+from .llama_vocab import _LOG_CALLBACK, _ModelParams, _quiet
+
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
+
+
+class _ContextParams(ctypes.Structure):
+    """``struct llama_context_params`` of ``include/llama.h`` at the reference commit."""
+
+    _fields_ = [
+        ("n_ctx", ctypes.c_uint32),
+        ("n_batch", ctypes.c_uint32),
+        ("n_ubatch", ctypes.c_uint32),
+        ("n_seq_max", ctypes.c_uint32),
+        ("n_rs_seq", ctypes.c_uint32),
+        ("n_outputs_max", ctypes.c_uint32),
+        ("n_outputs_max_per_seq", ctypes.c_uint32),
+        ("n_threads", ctypes.c_int32),
+        ("n_threads_batch", ctypes.c_int32),
+        ("ctx_type", ctypes.c_int),
+        ("rope_scaling_type", ctypes.c_int),
+        ("pooling_type", ctypes.c_int),
+        ("attention_type", ctypes.c_int),
+        ("flash_attn_type", ctypes.c_int),
+        ("rope_freq_base", ctypes.c_float),
+        ("rope_freq_scale", ctypes.c_float),
+        ("yarn_ext_factor", ctypes.c_float),
+        ("yarn_attn_factor", ctypes.c_float),
+        ("yarn_beta_fast", ctypes.c_float),
+        ("yarn_beta_slow", ctypes.c_float),
+        ("yarn_orig_ctx", ctypes.c_uint32),
+        ("defrag_thold", ctypes.c_float),
+        ("cb_eval", ctypes.c_void_p),
+        ("cb_eval_user_data", ctypes.c_void_p),
+        ("type_k", ctypes.c_int),
+        ("type_v", ctypes.c_int),
+        ("abort_callback", ctypes.c_void_p),
+        ("abort_callback_data", ctypes.c_void_p),
+        ("embeddings", ctypes.c_bool),
+        ("offload_kqv", ctypes.c_bool),
+        ("no_perf", ctypes.c_bool),
+        ("op_offload", ctypes.c_bool),
+        ("swa_full", ctypes.c_bool),
+        ("kv_unified", ctypes.c_bool),
+        ("samplers", ctypes.c_void_p),
+        ("n_samplers", ctypes.c_size_t),
+        ("ctx_other", ctypes.c_void_p),
+    ]
+
+
+class _Batch(ctypes.Structure):
+    """``struct llama_batch``."""
+
+    _fields_ = [
+        ("n_tokens", ctypes.c_int32),
+        ("token", ctypes.POINTER(ctypes.c_int32)),
+        ("embd", ctypes.POINTER(ctypes.c_float)),
+        ("pos", ctypes.POINTER(ctypes.c_int32)),
+        ("n_seq_id", ctypes.POINTER(ctypes.c_int32)),
+        ("seq_id", ctypes.POINTER(ctypes.POINTER(ctypes.c_int32))),
+        ("logits", ctypes.POINTER(ctypes.c_int8)),
+    ]
+
+
+
+
+@functools.cache
+def library() -> ctypes.CDLL:
+    """``libllama.so`` of the reference build (built on first use), with the calls used here declared."""
+    lib = ctypes.CDLL(str(ensure_reference().bin_dir / "libllama.so"), mode=os.RTLD_LOCAL)
+    p, i32 = ctypes.c_void_p, ctypes.c_int32
+    signatures = {
+        "llama_log_set": (None, [_LOG_CALLBACK, p]),
+        "llama_backend_init": (None, []),
+        "llama_model_default_params": (_ModelParams, []),
+        "llama_context_default_params": (_ContextParams, []),
+        "llama_model_load_from_file": (p, [ctypes.c_char_p, _ModelParams]),
+        "llama_model_free": (None, [p]),
+        "llama_model_get_vocab": (p, [p]),
+        "llama_vocab_n_tokens": (i32, [p]),
+        "llama_init_from_model": (p, [p, _ContextParams]),
+        "llama_free": (None, [p]),
+        "llama_batch_init": (_Batch, [i32, i32, i32]),
+        "llama_batch_free": (None, [_Batch]),
+        "llama_decode": (i32, [p, _Batch]),
+        "llama_get_logits_ith": (ctypes.POINTER(ctypes.c_float), [p, i32]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    lib.llama_log_set(_quiet, None)
+    lib.llama_backend_init()
+    return lib
+
+
+def llama_logits(model_path, tokens, *, n_ctx: int = 0, type_k="F16", type_v="F16", flash_attn: str = "auto",
+                 step: int | None = None, n_ubatch: int = 512, n_threads: int = 2,
+                 extra_bufts: bool = False) -> np.ndarray:
+    """llama.cpp's logits for every position of ``tokens``: float32 [n, n_vocab].
+
+    ``n_ctx = 0`` means the training context, as in llama.cpp; ``type_k`` / ``type_v`` are the KV cache types;
+    ``flash_attn`` is ``"auto"`` (llama.cpp's default), ``"on"`` or ``"off"``; ``step`` decodes the tokens
+    ``step`` at a time (default: all in one ``llama_decode``).
+
+    ``extra_bufts`` (llama.cpp's default: on) lets the CPU backend move weights into its "extra" buffer types:
+    repacked (interleaved) Q4_0 / Q4_K / IQ4_NL / Q8_0 for its gemm kernels, and AMX tiles on CPUs that have AMX.
+    Off by default here: the AMX kernels die with SIGILL where the OS does not grant AMX state (as in some
+    sandboxes), and without them every matrix product is the plain ``vec_dot`` path refllm's ``ggml`` mode follows.
+    """
+    lib = library()
+    ids = [int(t) for t in tokens]
+    n = len(ids)
+    mparams = lib.llama_model_default_params()
+    mparams.use_extra_bufts = extra_bufts
+    model = lib.llama_model_load_from_file(os.fsencode(os.fspath(model_path)), mparams)
+    if not model:
+        raise RefllmError(f"{model_path}: llama.cpp could not load the model")
+    ctx = None
+    try:
+        n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = max(n, 1)
+        cparams.n_ubatch = n_ubatch
+        cparams.n_threads = cparams.n_threads_batch = n_threads
+        cparams.flash_attn_type = FLASH_ATTN[flash_attn]
+        cparams.type_k = int(ggml_type(type_k))
+        cparams.type_v = int(ggml_type(type_v))
+        cparams.no_perf = True
+        ctx = lib.llama_init_from_model(model, cparams)
+        if not ctx:
+            raise RefllmError(f"{model_path}: llama.cpp could not make a context")
+        out = np.empty((n, n_vocab), np.float32)
+        step = step or n
+        for start in range(0, n, step):
+            chunk = ids[start:start + step]
+            batch = lib.llama_batch_init(len(chunk), 0, 1)
+            try:
+                batch.n_tokens = len(chunk)
+                for i, t in enumerate(chunk):
+                    batch.token[i] = t
+                    batch.pos[i] = start + i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = 1
+                rc = lib.llama_decode(ctx, batch)
+                if rc != 0:
+                    raise RefllmError(f"llama_decode returned {rc}")
+            finally:
+                lib.llama_batch_free(batch)
+            for i in range(len(chunk)):
+                row = lib.llama_get_logits_ith(ctx, i)
+                out[start + i] = np.ctypeslib.as_array(row, shape=(n_vocab,))
+        return out
+    finally:
+        if ctx:
+            lib.llama_free(ctx)
+        lib.llama_model_free(model)
+
+
+__all__ = ["FLASH_ATTN", "library", "llama_logits"]
