@@ -1,10 +1,11 @@
-"""``refllm bench gguf|quants|convert``: benchmarks that measure refllm and the reference side by side in one run."""
+"""``refllm bench gguf|quants|convert|quantize``: benchmarks that measure refllm and the reference side by side in one run."""
 
 from __future__ import annotations
 
 from ..bench import convert as bench_convert
 from ..bench import gguf as bench_gguf
 from ..bench import quants as bench_quants
+from ..bench import quantize as bench_quantize
 
 
 def add_parser(sub) -> None:
@@ -13,3 +14,4 @@ def add_parser(sub) -> None:
     bench_gguf.add_parser(kinds)
     bench_quants.add_parser(kinds)
     bench_convert.add_parser(kinds)
+    bench_quantize.add_parser(kinds)

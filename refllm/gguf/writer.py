@@ -6,7 +6,8 @@ padded with zeros to the next multiple, as llama.cpp and gguf-py write them — 
 ``f`` byte for byte.  A file without tensors ends right after its tensor-info section, as gguf-py writes it.
 
 Tensors are streamed: each tensor's data may be given as an array or as a callable that produces the array when
-it is the tensor's turn, so a converter never holds more than one tensor in memory.
+it is the tensor's turn, so a converter never holds more than one tensor in memory; the callable may also return an
+iterator of pieces (a generator), so that a quantizer holds only a slab of rows.
 
 The file is written to a temporary file in the target's directory and renamed over the target at the end; an
 error or an interrupt (Ctrl-C) removes the temporary file, so the target path never holds a partial file.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ from .values import StringArray, Value, encode_string
 @dataclass
 class TensorSpec:
     """A tensor to write: ``shape`` in ggml order (``ne[0]`` = row length first); ``data`` is an array (any shape,
-    ``n_bytes`` bytes in total) or a zero-argument callable that returns one.
+    ``n_bytes`` bytes in total), an iterator of arrays (the tensor's bytes in pieces, in order), or a zero-argument
+    callable that returns either.
 
     The reader's :class:`~refllm.gguf.reader.TensorInfo` has the same four attributes, so the tensors of an open
     file can be passed to :func:`write` as they are.
@@ -118,6 +120,16 @@ def _check(metadata: Mapping[str, Value], tensors: list[TensorSpec]) -> int:
     return alignment
 
 
+def _chunks(data) -> Iterator[np.ndarray]:
+    """A tensor's data as contiguous arrays: an array-like is one chunk; an iterator (e.g. a generator) yields the
+    tensor in pieces, in order, so that a large tensor never has to exist in memory as a whole."""
+    if isinstance(data, Iterator):
+        for chunk in data:
+            yield np.ascontiguousarray(chunk)
+    else:
+        yield np.ascontiguousarray(data)
+
+
 def write(path: str | os.PathLike, metadata: Mapping[str, Value], tensors: Iterable[TensorSpec] = (), *,
           version: int = 3, on_tensor: Callable[[int, TensorSpec], None] | None = None) -> Path:
     """Write a GGUF file at ``path`` atomically; return the path.
@@ -137,12 +149,18 @@ def write(path: str | os.PathLike, metadata: Mapping[str, Value], tensors: Itera
                 out.write(bytes(_pad(len(header), alignment)))
             for i, t in enumerate(tensors):
                 data = t.data() if callable(t.data) else t.data
-                array = np.ascontiguousarray(data)
                 expected = tensor_nbytes(t.type, t.shape)
-                if array.nbytes != expected:
-                    raise RefllmError(f"tensor {t.name!r}: data has {array.nbytes} bytes, but {t.type.name} "
+                written, more = 0, ""
+                for array in _chunks(data):
+                    if written + array.nbytes > expected:
+                        # never write past the tensor's place; after earlier pieces the total is not known
+                        written, more = written + array.nbytes, "at least " if written else ""
+                        break
+                    out.write(memoryview(array).cast("B"))
+                    written += array.nbytes
+                if written != expected:
+                    raise RefllmError(f"tensor {t.name!r}: data has {more}{written} bytes, but {t.type.name} "
                                       f"{list(t.shape)} needs {expected}")
-                out.write(memoryview(array).cast("B"))
                 out.write(bytes(_pad(expected, alignment)))
                 if on_tensor is not None:
                     on_tensor(i, t)
