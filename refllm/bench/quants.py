@@ -53,6 +53,8 @@ def bench_type(qtype: GGMLType, x: np.ndarray, repeat: int, with_gguf_py: bool) 
     else:
         ggml_encode = lambda: ggml.quantize_chunk(x, qtype, imatrix=imatrix, out=q)  # noqa: E731
         ggml_decode = lambda: ggml.to_float(q, qtype, n, out=y)  # noqa: E731
+    if qtype == GGMLType.F32:  # ggml has no to_float for F32 (its "decode" is the bytes themselves)
+        ggml_decode = None
     ggml_encode()
     row = {"type": qtype.name}
     threads = num_threads()
