@@ -11,37 +11,12 @@ for byte.  Either give a checkpoint directory or let the benchmark make one (``-
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ..reference.convert import converter_command
-
-
-def run_measured(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd``; return its wall time (s), peak RSS (MB) and exit status."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # read stderr while it runs (a full pipe would block the child), then reap it with its own rusage
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": usage.ru_maxrss / 1024, "returncode": proc.returncode,
-            "stderr": err.decode("utf-8", "replace")}
-
-
-def same_bytes(a: Path, b: Path, chunk: int = 64 << 20) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(chunk), fb.read(chunk)
-            if x != y:
-                return False
-            if not x:
-                return True
+from . import side_by_side
 
 
 def main(args) -> int:
@@ -60,30 +35,12 @@ def main(args) -> int:
             print(f"made {model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     size = sum(p.stat().st_size for p in model.glob("*.safetensors")) / 1e9
     ours_out, ref_out = scratch / f"refllm-{args.outtype}.gguf", scratch / f"reference-{args.outtype}.gguf"
-    rows = []
     ref_cmd, ref_env = converter_command(model, ref_out, args.outtype)
-    for label, cmd, env in (
-        ("refllm convert", [sys.executable, "-m", "refllm", "convert", str(model), "--outfile", str(ours_out),
-                            "--outtype", args.outtype], None),
-        ("convert_hf_to_gguf.py", ref_cmd, ref_env),
-    ):
-        r = run_measured(cmd, env)
-        if r["returncode"] != 0:
-            print(r["stderr"][-3000:], file=sys.stderr)
-            print(f"{label} failed (exit {r['returncode']})", file=sys.stderr)
-            return 1
-        rows.append((label, r))
-    identical = same_bytes(ours_out, ref_out)
-    print(f"checkpoint {model} ({size:.2f} GB of safetensors), --outtype {args.outtype}, "
-          f"output {ours_out.stat().st_size / 1e9:.2f} GB")
-    print(f"{'converter':24} {'time':>9} {'peak RSS':>10}")
-    for label, r in rows:
-        print(f"{label:24} {r['seconds']:8.1f}s {r['peak_rss_mb']:7.0f} MB")
-    print(f"outputs byte-identical: {'yes' if identical else 'NO'}")
-    if not args.keep:
-        ours_out.unlink()
-        ref_out.unlink()
-    return 0 if identical else 1
+    jobs = [("refllm convert", [sys.executable, "-m", "refllm", "convert", str(model), "--outfile", str(ours_out),
+                                "--outtype", args.outtype], None),
+            ("convert_hf_to_gguf.py", ref_cmd, ref_env)]
+    return side_by_side(jobs, ours_out, ref_out, lambda: f"checkpoint {model} ({size:.2f} GB of safetensors), "
+                        f"--outtype {args.outtype}, output {ours_out.stat().st_size / 1e9:.2f} GB", args.keep)
 
 
 def add_parser(sub) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .convert import run_measured, same_bytes
+from . import side_by_side
 
 
 def _warm(path: Path, chunk: int = 64 << 20) -> float:
@@ -53,32 +53,12 @@ def main(args) -> int:
     ours_out, ref_out = scratch / f"refllm-{args.type}.gguf", scratch / f"reference-{args.type}.gguf"
     warm = _warm(model)
     threads = str(args.threads)
-    rows = []
-    for label, cmd in (
-        ("llama-quantize", [str(tool), str(model), str(ref_out), args.type, threads]),
-        ("refllm quantize", [sys.executable, "-m", "refllm", "quantize", "--no-progress", str(model), str(ours_out),
-                             args.type, threads]),
-    ):
-        r = run_measured(cmd)
-        if r["returncode"] != 0:
-            print(r["stderr"][-3000:], file=sys.stderr)
-            print(f"{label} failed (exit {r['returncode']})", file=sys.stderr)
-            return 1
-        rows.append((label, r))
-    identical = same_bytes(ours_out, ref_out)
-    print(f"input {model} ({model.stat().st_size / 1e9:.2f} GB, read into the page cache in {warm:.1f} s), "
-          f"type {args.type}, {args.threads} threads, output {ours_out.stat().st_size / 1e9:.2f} GB")
-    print(f"{'tool':18} {'time':>9} {'peak RSS':>10}")
-    for label, r in rows:
-        print(f"{label:18} {r['seconds']:8.1f}s {r['peak_rss_mb']:7.0f} MB")
-    ref, ours = rows[0][1], rows[1][1]
-    print(f"refllm / llama-quantize: time {ours['seconds'] / ref['seconds']:.2f}x, "
-          f"peak RSS {ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x")
-    print(f"outputs byte-identical: {'yes' if identical else 'NO'}")
-    if not args.keep:
-        ours_out.unlink()
-        ref_out.unlink()
-    return 0 if identical else 1
+    jobs = [("refllm quantize", [sys.executable, "-m", "refllm", "quantize", "--no-progress", str(model),
+                                 str(ours_out), args.type, threads], None),
+            ("llama-quantize", [str(tool), str(model), str(ref_out), args.type, threads], None)]
+    return side_by_side(jobs, ours_out, ref_out, lambda: (
+        f"input {model} ({model.stat().st_size / 1e9:.2f} GB, read into the page cache in {warm:.1f} s), "
+        f"type {args.type}, {args.threads} threads, output {ours_out.stat().st_size / 1e9:.2f} GB"), args.keep)
 
 
 def add_parser(sub) -> None:
