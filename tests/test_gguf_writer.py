@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -124,6 +126,16 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, exc):
     with pytest.raises(type(exc)):
         write(target, {}, specs)
     assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"previous contents"
+
+
+def test_written_file_has_the_umasks_permissions(tmp_path):
+    """The temporary file is private while it is written; the result is readable as open() would make it."""
+    old = os.umask(0o022)
+    try:
+        write(tmp_path / "m.gguf", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.gguf").stat().st_mode & 0o777 == 0o644
 
 
 def test_wrong_data_size_is_a_clear_error(tmp_path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import RefllmError
 from ..ggml_types import TYPE_SIZES, GGMLType, ggml_type
 from .constants import DEFAULT_ALIGNMENT, GGUF_MAGIC, KEY_ALIGNMENT, SCALAR_DTYPES, SCALAR_FORMATS, ValueType
@@ -140,35 +140,25 @@ def write(path: str | os.PathLike, metadata: Mapping[str, Value], tensors: Itera
     tensors = [TensorSpec(t.name, ggml_type(t.type), tuple(int(n) for n in t.shape), t.data) for t in tensors]
     alignment = _check(metadata, tensors)
     header, offsets = header_bytes(metadata, tensors, alignment, version)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(header)
-            if tensors:
-                out.write(bytes(_pad(len(header), alignment)))
-            for i, t in enumerate(tensors):
-                data = t.data() if callable(t.data) else t.data
-                expected = tensor_nbytes(t.type, t.shape)
-                written, more = 0, ""
-                for array in _chunks(data):
-                    if written + array.nbytes > expected:
-                        # never write past the tensor's place; after earlier pieces the total is not known
-                        written, more = written + array.nbytes, "at least " if written else ""
-                        break
-                    out.write(memoryview(array).cast("B"))
-                    written += array.nbytes
-                if written != expected:
-                    raise RefllmError(f"tensor {t.name!r}: data has {more}{written} bytes, but {t.type.name} "
-                                      f"{list(t.shape)} needs {expected}")
-                out.write(bytes(_pad(expected, alignment)))
-                if on_tensor is not None:
-                    on_tensor(i, t)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(header)
+        if tensors:
+            out.write(bytes(_pad(len(header), alignment)))
+        for i, t in enumerate(tensors):
+            data = t.data() if callable(t.data) else t.data
+            expected = tensor_nbytes(t.type, t.shape)
+            written, more = 0, ""
+            for array in _chunks(data):
+                if written + array.nbytes > expected:
+                    # never write past the tensor's place; after earlier pieces the total is not known
+                    written, more = written + array.nbytes, "at least " if written else ""
+                    break
+                out.write(memoryview(array).cast("B"))
+                written += array.nbytes
+            if written != expected:
+                raise RefllmError(f"tensor {t.name!r}: data has {more}{written} bytes, but {t.type.name} "
+                                  f"{list(t.shape)} needs {expected}")
+            out.write(bytes(_pad(expected, alignment)))
+            if on_tensor is not None:
+                on_tensor(i, t)
     return path
