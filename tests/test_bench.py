@@ -17,3 +17,20 @@ def test_bench_gguf_runs(vocab_paths, capsys):
     path = next(p for p in vocab_paths if p.name == "ggml-vocab-phi-3.gguf")
     assert main(["bench", "gguf", str(path), "--repeat", "1"]) == 0
     assert "ggml-vocab-phi-3.gguf" in capsys.readouterr().out
+
+
+def test_bench_run_runs(reference, tmp_path, capsys):
+    import subprocess
+
+    from refllm.convert import convert, make_checkpoint
+
+    checkpoint = make_checkpoint(tmp_path / "tiny", "phi3-mini-4k", layers=1, hidden=256, heads=2, intermediate=512,
+                                 seed=1, vocab_path=reference.models_dir() / "ggml-vocab-phi-3.gguf")
+    f32 = convert(checkpoint, tmp_path / "tiny-f32.gguf", "f32")
+    model = tmp_path / "tiny-Q4_K_M.gguf"
+    subprocess.run([str(reference.tool("llama-quantize")), str(f32), str(model), "Q4_K_M"], check=True,
+                   capture_output=True)
+    assert main(["bench", "run", "-m", str(model), "-p", "4", "-n", "2", "-t", "1"]) == 0
+    out = capsys.readouterr().out
+    for text in ("pp4 tok/s", "tg2 tok/s", "\nrefllm ", "\nllama.cpp ", "refllm / llama.cpp", "peak RSS"):
+        assert text in out

@@ -9,7 +9,9 @@ What changes against the ``f32`` mode (:mod:`refllm.model.kernels`):
   multiply-add per block.  The activation quantizers are the ones the x86 build runs (:func:`quantize_row_q8_0_x86`
   and :func:`quantize_row_q8_1_x86` — AVX, round-half-even and ``127 / max``; Q8_K is ``quantize_row_q8_K_ref``).
   The dot products are ggml's portable C (``ggml_vec_dot_*_generic`` in ggml-cpu/quants.c, ``ggml_vec_dot_f16`` …
-  in vec.cpp without SIMD), evaluated as C says: each operation rounded to float32, in source order.
+  in vec.cpp without SIMD), evaluated as C says: each float operation rounded to float32, in source order (the
+  integer sums, exact in any order, are computed in the order that vectorizes — see :func:`matmul`).
+  tests/test_model_ggml_fast.py checks them bit for bit against that C compiled without fused multiply-adds.
 * **RoPE angles** as ``ggml_rope_cache_init``: ``θ`` starts at ``p`` and is multiplied by
   ``theta_scale = powf(base, -2/n_rot)`` once per pair; ``cosf(θ / ff) · m``.
 * **Attention** as ``ggml_compute_forward_flash_attn_ext_f16_one_chunk`` (llama.cpp enables flash attention on the
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ggml_types import QK_K, TYPE_SIZES, GGMLType
+from ..ggml_types import TYPE_SIZES, GGMLType
 from ..jit import float32_bits, float32_from_bits, kernel, parallel_kernel, prange
 from ..quants.common import (
     FP16_TO_FP32,
@@ -38,7 +40,7 @@ from ..quants.common import (
     fp32_to_fp16,
     nearest_int,
 )
-from ..quants.k_quants import get_scale_min_k4, quantize_row_q8_K_ref
+from ..quants.k_quants import quantize_row_q8_K_ref
 
 # ggml type ids as plain ints (Numba compares them as constants)
 _F32 = int(GGMLType.F32)
@@ -67,6 +69,7 @@ VEC_DOT_TYPE = {
 }
 
 _ZERO = np.float32(0.0)
+_I0 = np.int32(0)
 _ONE = np.float32(1.0)
 _127 = np.float32(127.0)
 
@@ -81,22 +84,9 @@ def _f16(b, off):
 
 
 @kernel
-def _f32(b, off):
-    """The float32 at byte ``off`` of ``b``."""
-    return float32_from_bits(np.int64(b[off]) | (np.int64(b[off + 1]) << 8) | (np.int64(b[off + 2]) << 16)
-                             | (np.int64(b[off + 3]) << 24))
-
-
-@kernel
 def _i8(v):
     """A byte read as ``int8_t``."""
     return (np.int64(v) ^ 128) - 128
-
-
-@kernel
-def _i16(b, off):
-    """The little-endian ``int16_t`` at byte ``off``."""
-    return ((np.int64(b[off]) | (np.int64(b[off + 1]) << 8)) ^ 0x8000) - 0x8000
 
 
 @kernel
@@ -194,7 +184,370 @@ def quantize_activations(vtype, x, out):
         from_float(vtype, x[t], out[t])
 
 
-# -- dot products: ggml_vec_dot_<weight>_<activation> -------------------------------------------------------------
+# -- matrix products: ggml_vec_dot_<weight>_<activation> ---------------------------------------------------------
+#
+# ``matmul`` walks a weight row block by block; each block's scales are decoded once and the block is then dotted
+# with the same block of every activation row (a prompt reuses the decoded scales; a generated token is the case of
+# one row).  The integer sums of a K-quant super-block are computed in 32 *columns* — ``acc[c]`` sums the scaled
+# products of the elements ``c, c + 32, …, c + 224`` — because that loop vectorizes; integer sums are exact in any
+# order, and ggml's eight lanes (element ``e`` goes to lane ``e mod 8``) are sums of four columns.  The float
+# operations are ggml's portable C, one by one, in its order (:func:`_row_k`, :func:`_row_legacy`).
+#
+# Speed notes (each checked in the generated assembly): the quants are read as ``x[_ix(offset + l)]`` — a signed
+# index makes Numba add a negative-index check to every access, which keeps LLVM from vectorizing; every index here
+# is non-negative.  The arithmetic is int32, and the scales carry a range LLVM can see (:func:`_small`), so the
+# 8-bit × 8-bit products become ``pmaddwd`` rather than 32-bit multiplies.
+
+_I1, _I2, _I3, _I4, _I6, _I8, _I15, _I16, _I32, _I63 = (np.int32(v) for v in (1, 2, 3, 4, 6, 8, 15, 16, 32, 63))
+
+
+@kernel
+def _ix(i):
+    """Index ``i`` (non-negative) as an unsigned integer: Numba then leaves out the negative-index check."""
+    return np.uint64(i)
+
+
+@kernel
+def _small(scale, signed):
+    """A sub-block scale as an int32 whose range LLVM can see — 0 … 63 (``& 63``) or, ``signed``, −128 … 127
+    (through int8) — so that it multiplies with ``pmaddwd`` (16-bit products) instead of ``pmulld``."""
+    return np.int32(np.int8(scale)) if signed else np.int32(scale) & _I63
+
+
+@kernel
+def _eight_scales(scales, step, first, signed):
+    """``scales[first + step·j]`` for j = 0 … 7 as :func:`_small` ints (held in registers by the column loops)."""
+    return (_small(scales[first], signed), _small(scales[first + step], signed),
+            _small(scales[first + 2 * step], signed), _small(scales[first + 3 * step], signed),
+            _small(scales[first + 4 * step], signed), _small(scales[first + 5 * step], signed),
+            _small(scales[first + 6 * step], signed), _small(scales[first + 7 * step], signed))
+
+
+@kernel
+def _act_f32(ah, t, k):
+    """The float32 whose bits are the 16-bit words ``k``, ``k + 1`` of activation row ``t`` (``ah`` uint16)."""
+    return float32_from_bits(np.int64(ah[t, k]) | (np.int64(ah[t, k + 1]) << 16))
+
+
+# K-quants: one super-block of 256 elements; x is the weight row, o the super-block's byte offset in it
+
+
+@kernel
+def _scales_q45_K(x, o, scales, mins):
+    """Q4_K, Q5_K: the 6-bit scales and mins of the 8 sub-blocks of 32 (``get_scale_min_k4``) from the 12 bytes
+    ``b`` at ``o + 4`` — for ``j < 4`` ``b[j] & 63`` and ``b[j + 4] & 63``, else the low / high nibble of
+    ``b[j + 4]`` with the top two bits of ``b[j − 4]`` / ``b[j]``."""
+    for j in range(4):
+        b0 = np.int32(x[o + 4 + j])
+        b4 = np.int32(x[o + 8 + j])
+        b8 = np.int32(x[o + 12 + j])
+        scales[j] = b0 & _I63
+        mins[j] = b4 & _I63
+        scales[j + 4] = (b8 & _I15) | ((b0 >> _I6) << _I4)
+        mins[j + 4] = (b8 >> _I4) | ((b4 >> _I6) << _I4)
+
+
+@kernel
+def _scales_q6_K(x, o, scales):
+    """Q6_K: the signed 8-bit scales of the 16 sub-blocks of 16, at ``o + 192``."""
+    for s in range(16):
+        scales[s] = _i8(x[o + 192 + s])
+
+
+@kernel
+def _scales_q3_K(x, o, scales):
+    """Q3_K: the 6-bit scales (minus 32) of the 16 sub-blocks of 16 from the 12 bytes at ``o + 96`` — ggml's
+    ``auxs`` juggling: ``aux[0] = a0 & 0x0F0F0F0F | (tmp & 0x03030303) << 4``, ``aux[1]`` the same of ``a1`` with
+    ``tmp >> 2``, ``aux[2]``, ``aux[3]`` the high nibbles of ``a0``, ``a1`` with ``tmp >> 4``, ``tmp >> 6``, read as
+    16 bytes."""
+    a0 = _u32(x, o + 96)
+    a1 = _u32(x, o + 100)
+    tmp = _u32(x, o + 104)
+    for s in range(16):
+        word = s // 4  # aux[word], byte s % 4
+        nibbles = ((a0 if word % 2 == 0 else a1) >> (4 * (word // 2))) & 0x0F0F0F0F
+        aux = nibbles | (((tmp >> (2 * word)) & 0x03030303) << 4)
+        scales[s] = ((aux >> (8 * (s % 4))) & 0xFF) - 32
+
+
+@kernel
+def _scales_q2_K(x, o, scales, mins):
+    """Q2_K: the 4-bit scales (low nibbles) and mins (high nibbles) of the 16 sub-blocks of 16, at ``o``."""
+    for s in range(16):
+        scales[s] = np.int32(x[o + s]) & _I15
+        mins[s] = np.int32(x[o + s]) >> _I4
+
+
+# The columns of a K-quant super-block at x[o] with token t's Q8_K quants a8[t, ao …]: every function sets
+# acc[c] = Σ_k sc(e) · q(e) · q8(e) over the elements e = c + 32k (k = 0 … 7), sc(e) the scale of e's sub-block.
+# With sub-blocks of 16 the columns c < 16 and c ≥ 16 see different scales: each half is its own loop.
+
+
+@kernel
+def _columns_q45_K(x, o, scales, a8, t, ao, acc, has_qh):
+    """Q4_K: element ``64k + l`` is the low nibble of ``qs[32k + l]`` (``qs`` at 16), ``64k + 32 + l`` its high
+    nibble.  Q5_K (``has_qh``; ``qs`` at 48) adds bit ``2k`` / ``2k + 1`` of ``qh[l]`` (at 16) as fifth bit."""
+    n32 = acc.shape[0]  # 32 at run time: a loop with a constant trip count would be unrolled, not vectorized
+    s0, s1, s2, s3, s4, s5, s6, s7 = _eight_scales(scales, 1, 0, False)
+    qs = o + (48 if has_qh else 16)
+    for c in range(n32):
+        v0 = np.int32(x[_ix(qs + c)])
+        v1 = np.int32(x[_ix(qs + 32 + c)])
+        v2 = np.int32(x[_ix(qs + 64 + c)])
+        v3 = np.int32(x[_ix(qs + 96 + c)])
+        if not has_qh:
+            q0, q1, q2, q3 = v0 & _I15, v0 >> _I4, v1 & _I15, v1 >> _I4
+            q4, q5, q6, q7 = v2 & _I15, v2 >> _I4, v3 & _I15, v3 >> _I4
+        else:
+            h = np.int32(x[_ix(o + 16 + c)])
+            q0 = (v0 & _I15) | ((h & _I1) << _I4)
+            q1 = (v0 >> _I4) | (((h >> _I1) & _I1) << _I4)
+            q2 = (v1 & _I15) | (((h >> _I2) & _I1) << _I4)
+            q3 = (v1 >> _I4) | (((h >> _I3) & _I1) << _I4)
+            q4 = (v2 & _I15) | (((h >> _I4) & _I1) << _I4)
+            q5 = (v2 >> _I4) | (((h >> np.int32(5)) & _I1) << _I4)
+            q6 = (v3 & _I15) | (((h >> _I6) & _I1) << _I4)
+            q7 = (v3 >> _I4) | (((h >> np.int32(7)) & _I1) << _I4)
+        e = ao + c
+        acc[c] = (s0 * q0 * np.int32(a8[t, _ix(e)]) + s1 * q1 * np.int32(a8[t, _ix(e + 32)])
+                  + s2 * q2 * np.int32(a8[t, _ix(e + 64)]) + s3 * q3 * np.int32(a8[t, _ix(e + 96)])
+                  + s4 * q4 * np.int32(a8[t, _ix(e + 128)]) + s5 * q5 * np.int32(a8[t, _ix(e + 160)])
+                  + s6 * q6 * np.int32(a8[t, _ix(e + 192)]) + s7 * q7 * np.int32(a8[t, _ix(e + 224)]))
+
+
+@kernel
+def _columns_q6_K(x, o, scales, a8, t, ao, acc):
+    """Q6_K: element ``128h + 32s + l`` takes 4 bits of ``ql`` (byte ``64h + l`` for s = 0, 2, ``64h + 32 + l``
+    for s = 1, 3; the low nibble for s < 2) and bits ``2s`` of ``qh[32h + l]`` (at 128), minus 32."""
+    n32 = acc.shape[0]  # 32 at run time: a loop with a constant trip count would be unrolled, not vectorized
+    n16 = n32 // 2
+    for half in range(2):  # columns 16·half + l: sub-blocks 8h + 2s + half = 2j + half (j = 4h + s)
+        s0, s1, s2, s3, s4, s5, s6, s7 = _eight_scales(scales, 2, half, True)
+        for l in range(n16):
+            c = 16 * half + l
+            ql0 = np.int32(x[_ix(o + c)])
+            ql1 = np.int32(x[_ix(o + 32 + c)])
+            ql2 = np.int32(x[_ix(o + 64 + c)])
+            ql3 = np.int32(x[_ix(o + 96 + c)])
+            qh0 = np.int32(x[_ix(o + 128 + c)])
+            qh1 = np.int32(x[_ix(o + 160 + c)])
+            e = ao + c
+            acc[c] = (
+                s0 * (((ql0 & _I15) | ((qh0 & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e)])
+                + s1 * (((ql1 & _I15) | (((qh0 >> _I2) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 32)])
+                + s2 * (((ql0 >> _I4) | (((qh0 >> _I4) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 64)])
+                + s3 * (((ql1 >> _I4) | (((qh0 >> _I6) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 96)])
+                + s4 * (((ql2 & _I15) | ((qh1 & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 128)])
+                + s5 * (((ql3 & _I15) | (((qh1 >> _I2) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 160)])
+                + s6 * (((ql2 >> _I4) | (((qh1 >> _I4) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 192)])
+                + s7 * (((ql3 >> _I4) | (((qh1 >> _I6) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 224)]))
+
+
+@kernel
+def _columns_q3_K(x, o, scales, a8, t, ao, acc):
+    """Q3_K: element ``32k + l`` is bits ``2(k % 4)`` of ``qs[32(k // 4) + l]`` (at 32), minus 4 where bit ``k`` of
+    ``hmask[l]`` (at 0) is clear."""
+    n32 = acc.shape[0]  # 32 at run time: a loop with a constant trip count would be unrolled, not vectorized
+    n16 = n32 // 2
+    for half in range(2):  # columns 16·half + l: sub-blocks 2k + half
+        s0, s1, s2, s3, s4, s5, s6, s7 = _eight_scales(scales, 2, half, True)
+        for l in range(n16):
+            c = 16 * half + l
+            m = np.int32(x[_ix(o + c)])  # hmask: bit k set means "do not subtract 4" for element 32k + c
+            v0 = np.int32(x[_ix(o + 32 + c)])
+            v1 = np.int32(x[_ix(o + 64 + c)])
+            e = ao + c
+            acc[c] = (
+                s0 * ((v0 & _I3) - _I4 * (_I1 - (m & _I1))) * np.int32(a8[t, _ix(e)])
+                + s1 * (((v0 >> _I2) & _I3) - _I4 * (_I1 - ((m >> _I1) & _I1))) * np.int32(a8[t, _ix(e + 32)])
+                + s2 * (((v0 >> _I4) & _I3) - _I4 * (_I1 - ((m >> _I2) & _I1))) * np.int32(a8[t, _ix(e + 64)])
+                + s3 * (((v0 >> _I6) & _I3) - _I4 * (_I1 - ((m >> _I3) & _I1))) * np.int32(a8[t, _ix(e + 96)])
+                + s4 * ((v1 & _I3) - _I4 * (_I1 - ((m >> _I4) & _I1))) * np.int32(a8[t, _ix(e + 128)])
+                + s5 * (((v1 >> _I2) & _I3) - _I4 * (_I1 - ((m >> np.int32(5)) & _I1)))
+                * np.int32(a8[t, _ix(e + 160)])
+                + s6 * (((v1 >> _I4) & _I3) - _I4 * (_I1 - ((m >> _I6) & _I1))) * np.int32(a8[t, _ix(e + 192)])
+                + s7 * (((v1 >> _I6) & _I3) - _I4 * (_I1 - ((m >> np.int32(7)) & _I1)))
+                * np.int32(a8[t, _ix(e + 224)]))
+
+
+@kernel
+def _columns_q2_K(x, o, scales, a8, t, ao, acc):
+    """Q2_K: element ``128k + 32j + l`` is bits ``2j`` of ``qs[32k + l]`` (at 16)."""
+    n32 = acc.shape[0]  # 32 at run time: a loop with a constant trip count would be unrolled, not vectorized
+    n16 = n32 // 2
+    for half in range(2):  # columns 16·half + l: sub-blocks 8k + 2j + half = 2(4k + j) + half
+        s0, s1, s2, s3, s4, s5, s6, s7 = _eight_scales(scales, 2, half, False)
+        for l in range(n16):
+            c = 16 * half + l
+            v0 = np.int32(x[_ix(o + 16 + c)])
+            v1 = np.int32(x[_ix(o + 48 + c)])
+            e = ao + c
+            acc[c] = (s0 * (v0 & _I3) * np.int32(a8[t, _ix(e)])
+                      + s1 * ((v0 >> _I2) & _I3) * np.int32(a8[t, _ix(e + 32)])
+                      + s2 * ((v0 >> _I4) & _I3) * np.int32(a8[t, _ix(e + 64)])
+                      + s3 * ((v0 >> _I6) & _I3) * np.int32(a8[t, _ix(e + 96)])
+                      + s4 * (v1 & _I3) * np.int32(a8[t, _ix(e + 128)])
+                      + s5 * ((v1 >> _I2) & _I3) * np.int32(a8[t, _ix(e + 160)])
+                      + s6 * ((v1 >> _I4) & _I3) * np.int32(a8[t, _ix(e + 192)])
+                      + s7 * ((v1 >> _I6) & _I3) * np.int32(a8[t, _ix(e + 224)]))
+
+
+@kernel
+def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf):
+    """``y[t, r]`` for every token ``t``: weight row ``x`` of a K-quant against the Q8_K activations (``a8`` int8,
+    ``a16`` int16 and ``ah`` uint16 views of their bytes).  Per super-block ``i`` (``d``, ``dmin`` its fp16 scales,
+    ``dy`` the activation's float32 scale, ``aux[l] = Σ_{c ≡ l (mod 8)} acc[c]`` the integer sums of ggml's lane
+    ``l``)::
+
+        Q2_K:        sumf += (dy · d) · Σ_l aux[l] − (dy · dmin) · Σ_s bsums[s] · mins[s]
+        Q3_K, Q6_K:  sums[l] += (d · dy) · aux[l]                        (l = 0 … 7)
+        Q4_K, Q5_K:  sums[l] += (d · dy) · aux[l];   sumf −= (dmin · dy) · Σ_j (bsums[2j] + bsums[2j+1]) · mins[j]
+
+    and at the end ``sumf += sums[0]; … sumf += sums[7]`` — ggml's eight float lanes, added in order.
+    ``sums`` float32 [n_tok, 8] and ``sumf`` float32 [n_tok] hold each token's state.
+    """
+    n_tok = a8.shape[0]
+    if qtype == _Q4_K:
+        type_size, d_at = 144, 0
+    elif qtype == _Q5_K:
+        type_size, d_at = 176, 0
+    elif qtype == _Q6_K:
+        type_size, d_at = 210, 208
+    elif qtype == _Q3_K:
+        type_size, d_at = 110, 108
+    else:
+        type_size, d_at = 84, 80
+    for t in range(n_tok):
+        sumf[t] = 0
+        for l in range(8):
+            sums[t, l] = 0
+    n8 = acc.shape[0] // 4  # 8 lanes, a run-time count so that the lane loops vectorize
+    for i in range(x.shape[0] // type_size):
+        o = type_size * i
+        if qtype == _Q4_K or qtype == _Q5_K:
+            _scales_q45_K(x, o, scales, mins)
+        elif qtype == _Q6_K:
+            _scales_q6_K(x, o, scales)
+        elif qtype == _Q3_K:
+            _scales_q3_K(x, o, scales)
+        else:
+            _scales_q2_K(x, o, scales, mins)
+        d = _f16(x, o + d_at)
+        dmin = _f16(x, o + d_at + 2) if qtype == _Q2_K or qtype == _Q4_K or qtype == _Q5_K else _ZERO
+        bsums = 146 * i + 130  # the int16 bsums of the activations' super-block
+        for t in range(n_tok):
+            if qtype == _Q4_K or qtype == _Q5_K:
+                _columns_q45_K(x, o, scales, a8, t, 292 * i + 4, acc, qtype == _Q5_K)
+            elif qtype == _Q6_K:
+                _columns_q6_K(x, o, scales, a8, t, 292 * i + 4, acc)
+            elif qtype == _Q3_K:
+                _columns_q3_K(x, o, scales, a8, t, 292 * i + 4, acc)
+            else:
+                _columns_q2_K(x, o, scales, a8, t, 292 * i + 4, acc)
+            dy = _act_f32(ah, t, 146 * i)
+            if qtype == _Q2_K:
+                summs = 0
+                for s in range(2 * n8):
+                    summs += np.int32(a16[t, _ix(bsums + s)]) * mins[s]
+                isum = 0
+                for c in range(4 * n8):
+                    isum += acc[c]
+                sumf[t] += (dy * d) * np.float32(isum) - (dy * dmin) * np.float32(summs)
+                continue
+            dd = d * dy
+            for l in range(n8):
+                sums[t, _ix(l)] += dd * np.float32(acc[l] + acc[_ix(l + 8)] + acc[_ix(l + 16)] + acc[_ix(l + 24)])
+            if qtype == _Q4_K or qtype == _Q5_K:
+                sumi = 0
+                for j in range(n8):
+                    sumi += (np.int32(a16[t, _ix(bsums + 2 * j)]) + np.int32(a16[t, _ix(bsums + 2 * j + 1)])) * mins[j]
+                sumf[t] -= (dmin * dy) * np.float32(sumi)
+    for t in range(n_tok):
+        total = sumf[t]
+        if qtype != _Q2_K:
+            for l in range(8):
+                total += sums[t, l]
+        y[t, r] = total
+
+
+# legacy types: blocks of 32 elements
+
+
+@kernel
+def _legacy_block(qtype, x, o, q):
+    """Unpack the block at ``x[o]`` into ``q`` (int32 [32]), in element order:
+
+    * Q4_0 (18 bytes, ``qs`` at 2): ``q[j] = (qs[j] & 0xF) − 8``, ``q[j + 16] = (qs[j] >> 4) − 8``;
+    * Q4_1 (20 bytes, ``qs`` at 4): the nibbles without offset;
+    * Q5_0 (22 bytes, ``qh`` at 2, ``qs`` at 6) and Q5_1 (24 bytes, ``qh`` at 4, ``qs`` at 8): the nibbles with
+      bit ``j`` of the 32-bit ``qh`` as fifth bit, minus 16 for Q5_0;
+    * Q8_0 (34 bytes, ``qs`` at 2): the int8 quants.
+    """
+    n16 = q.shape[0] // 2
+    if qtype == _Q8_0:
+        for j in range(q.shape[0]):
+            q[j] = (np.int32(x[_ix(o + 2 + j)]) ^ np.int32(128)) - np.int32(128)
+    elif qtype == _Q4_0 or qtype == _Q4_1:
+        qs = o + (2 if qtype == _Q4_0 else 4)
+        offset = _I8 if qtype == _Q4_0 else np.int32(0)
+        for j in range(n16):
+            v = np.int32(x[_ix(qs + j)])
+            q[j] = (v & _I15) - offset
+            q[j + 16] = (v >> _I4) - offset
+    else:
+        qh_at = o + (2 if qtype == _Q5_0 else 4)
+        offset = _I16 if qtype == _Q5_0 else np.int32(0)
+        qh = _u32(x, qh_at)
+        for j in range(n16):
+            v = np.int32(x[_ix(qh_at + 4 + j)])
+            q[j] = ((v & _I15) | np.int32(((qh >> j) & 1) << 4)) - offset
+            q[j + 16] = ((v >> _I4) | np.int32(((qh >> (j + 16)) & 1) << 4)) - offset
+
+
+@kernel
+def _row_legacy(qtype, x, ah, a8, y, r, q, sumf):
+    """``y[t, r]`` for every token: weight row ``x`` of a 32-element block type against its Q8_0 / Q8_1
+    activations.  Per block, with ``sumi = Σ q · q8`` and the fp16 scales ``dx``, ``dy`` (and ``m``, ``s``)::
+
+        Q8_0:  sumf += sumi · (dx · dy)
+        Q4_0:  sumf += (sumi · dx) · dy
+        Q5_0:  sumf += (dx · dy) · sumi
+        Q4_1, Q5_1 (Q8_1 activations with s = d · Σq8):  sumf += (dx · dy) · sumi + m · s
+    """
+    n_tok = a8.shape[0]
+    if qtype == _Q8_0:
+        type_size = 34
+    elif qtype == _Q4_0:
+        type_size = 18
+    elif qtype == _Q4_1:
+        type_size = 20
+    elif qtype == _Q5_0:
+        type_size = 22
+    else:
+        type_size = 24
+    vsize = 36 if qtype == _Q4_1 or qtype == _Q5_1 else 34
+    for t in range(n_tok):
+        sumf[t] = 0
+    for ib in range(x.shape[0] // type_size):
+        o = type_size * ib
+        _legacy_block(qtype, x, o, q)
+        dx = _f16(x, o)
+        m = _f16(x, o + 2) if vsize == 36 else _ZERO  # Q4_1, Q5_1: the block's min
+        for t in range(n_tok):
+            sumi = _I0
+            for e in range(q.shape[0]):
+                sumi += q[e] * np.int32(a8[t, _ix(vsize * ib + vsize - 32 + e)])
+            dy = FP16_TO_FP32[ah[t, vsize * ib // 2]]
+            if qtype == _Q8_0:
+                sumf[t] += np.float32(sumi) * (dx * dy)
+            elif qtype == _Q4_0:
+                sumf[t] += (np.float32(sumi) * dx) * dy
+            elif qtype == _Q5_0:
+                sumf[t] += (dx * dy) * np.float32(sumi)
+            else:
+                sumf[t] += (dx * dy) * np.float32(sumi) + m * FP16_TO_FP32[ah[t, vsize * ib // 2 + 1]]
+    for t in range(n_tok):
+        y[t, r] = sumf[t]
 
 
 @kernel
@@ -228,278 +581,52 @@ def vec_dot_bf16(x, y):
     return np.float32(s)
 
 
-@kernel
-def vec_dot_q8_0_q8_0(x, y):
-    """``sumf += sumi · (dx · dy)`` per block of 32, ``sumi = Σ qx·qy``."""
-    sumf = _ZERO
-    for ib in range(x.shape[0] // 34):
-        xb, yb = 34 * ib, 34 * ib
-        sumi = 0
-        for j in range(32):
-            sumi += _i8(x[xb + 2 + j]) * _i8(y[yb + 2 + j])
-        sumf += np.float32(sumi) * (_f16(x, xb) * _f16(y, yb))
-    return sumf
-
-
-@kernel
-def vec_dot_q4_0_q8_0(x, y):
-    """``sumf += (sumi · dx) · dy``; weights ``(nibble − 8)``, low nibbles with the first 16 activations."""
-    sumf = _ZERO
-    for ib in range(x.shape[0] // 18):
-        xb, yb = 18 * ib, 34 * ib
-        sumi0 = 0
-        sumi1 = 0
-        for j in range(16):
-            v = np.int64(x[xb + 2 + j])
-            sumi0 += ((v & 0x0F) - 8) * _i8(y[yb + 2 + j])
-            sumi1 += ((v >> 4) - 8) * _i8(y[yb + 2 + 16 + j])
-        sumf += (np.float32(sumi0 + sumi1) * _f16(x, xb)) * _f16(y, yb)
-    return sumf
-
-
-@kernel
-def vec_dot_q4_1_q8_1(x, y):
-    """``sumf += (dx · dy) · sumi + m · s`` (``s`` = the Q8_1 block's ``d · Σq``)."""
-    sumf = _ZERO
-    for ib in range(x.shape[0] // 20):
-        xb, yb = 20 * ib, 36 * ib
-        sumi0 = 0
-        sumi1 = 0
-        for j in range(16):
-            v = np.int64(x[xb + 4 + j])
-            sumi0 += (v & 0x0F) * _i8(y[yb + 4 + j])
-            sumi1 += (v >> 4) * _i8(y[yb + 4 + 16 + j])
-        sumf += (_f16(x, xb) * _f16(y, yb)) * np.float32(sumi0 + sumi1) + _f16(x, xb + 2) * _f16(y, yb + 2)
-    return sumf
-
-
-@kernel
-def vec_dot_q5_0_q8_0(x, y):
-    """``sumf += (dx · dy) · sumi``; weights ``(nibble | fifth bit << 4) − 16``."""
-    sumf = _ZERO
-    for ib in range(x.shape[0] // 22):
-        xb, yb = 22 * ib, 34 * ib
-        qh = _u32(x, xb + 2)
-        sumi0 = 0
-        sumi1 = 0
-        for j in range(16):
-            v = np.int64(x[xb + 6 + j])
-            x0 = ((v & 0x0F) | (((qh >> j) & 1) << 4)) - 16
-            x1 = ((v >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16
-            sumi0 += x0 * _i8(y[yb + 2 + j])
-            sumi1 += x1 * _i8(y[yb + 2 + 16 + j])
-        sumf += (_f16(x, xb) * _f16(y, yb)) * np.float32(sumi0 + sumi1)
-    return sumf
-
-
-@kernel
-def vec_dot_q5_1_q8_1(x, y):
-    """``sumf += (dx · dy) · sumi + m · s``; weights ``nibble | fifth bit << 4``."""
-    sumf = _ZERO
-    for ib in range(x.shape[0] // 24):
-        xb, yb = 24 * ib, 36 * ib
-        qh = _u32(x, xb + 4)
-        sumi0 = 0
-        sumi1 = 0
-        for j in range(16):
-            v = np.int64(x[xb + 8 + j])
-            x0 = (v & 0x0F) | (((qh >> j) & 1) << 4)
-            x1 = (v >> 4) | (((qh >> (j + 16)) & 1) << 4)
-            sumi0 += x0 * _i8(y[yb + 4 + j])
-            sumi1 += x1 * _i8(y[yb + 4 + 16 + j])
-        sumf += (_f16(x, xb) * _f16(y, yb)) * np.float32(sumi0 + sumi1) + _f16(x, xb + 2) * _f16(y, yb + 2)
-    return sumf
-
-
-@kernel
-def _lane_sums(a, yb, scales, sub, aux32):
-    """The integer part of the type-0/type-1 K-quant dot products, in ggml's eight lanes:
-    ``aux32[l] = Σ_{e ≡ l (mod 8)} scales[e // sub] · a[e] · q8[e]`` over the 256 elements of a super-block."""
-    for l in range(8):
-        aux32[l] = 0
-    for e in range(QK_K):
-        aux32[e & 7] += scales[e // sub] * (a[e] * _i8(yb[4 + e]))
-
-
-@kernel
-def vec_dot_q2_K_q8_K(x, y):
-    """``sumf += (dall · isum) − (dmin · summs)`` per super-block; ``isum = Σ sc · q · q8`` over 16 sub-blocks of
-    16, ``summs = Σ bsums[j] · min_j``."""
-    sumf = _ZERO
-    for i in range(x.shape[0] // 84):
-        xb = x[84 * i:84 * i + 84]
-        yb = y[292 * i:292 * i + 292]
-        summs = 0
-        for j in range(16):
-            summs += _i16(yb, 260 + 2 * j) * (np.int64(xb[j]) >> 4)
-        dy = _f32(yb, 0)
-        dall = dy * _f16(xb, 80)
-        dmin = dy * _f16(xb, 82)
-        isum = 0
-        for k in range(2):  # two halves of 128
-            for j in range(4):  # shift 2j
-                for half in range(2):
-                    sc = np.int64(xb[8 * k + 2 * j + half]) & 0xF
-                    isuml = 0
-                    for l in range(16 * half, 16 * half + 16):
-                        q = (np.int64(xb[16 + 32 * k + l]) >> (2 * j)) & 3
-                        isuml += _i8(yb[4 + 128 * k + 32 * j + l]) * q
-                    isum += sc * isuml
-        sumf += dall * np.float32(isum) - dmin * np.float32(summs)
-    return sumf
-
-
-@kernel
-def _q3_K_scales(b, scales):
-    """The 16 signed 6-bit scales of a Q3_K super-block (``auxs`` juggling of ggml), minus 32."""
-    a0 = _u32(b, 96)
-    a1 = _u32(b, 100)
-    tmp = _u32(b, 104)
-    aux = np.empty(4, np.int64)
-    aux[0] = (a0 & 0x0F0F0F0F) | (((tmp >> 0) & 0x03030303) << 4)
-    aux[1] = (a1 & 0x0F0F0F0F) | (((tmp >> 2) & 0x03030303) << 4)
-    aux[2] = ((a0 >> 4) & 0x0F0F0F0F) | (((tmp >> 4) & 0x03030303) << 4)
-    aux[3] = ((a1 >> 4) & 0x0F0F0F0F) | (((tmp >> 6) & 0x03030303) << 4)
-    for j in range(16):
-        scales[j] = ((aux[j // 4] >> (8 * (j % 4))) & 0xFF) - 32
-
-
-@kernel
-def vec_dot_q3_K_q8_K(x, y):
-    """Eight float lanes ``sums[l] += d · aux32[l]`` (``d = dx · dy``), added in order at the end."""
-    sums = np.zeros(8, np.float32)
-    aux32 = np.empty(8, np.int64)
-    a = np.empty(QK_K, np.int64)
-    scales = np.empty(16, np.int64)
-    for i in range(x.shape[0] // 110):
-        xb = x[110 * i:110 * i + 110]
-        yb = y[292 * i:292 * i + 292]
-        for c in range(8):  # 8 chunks of 32: bits 2(c%4) of qs[32(c//4) + l], hmask bit c
-            for l in range(32):
-                q = (np.int64(xb[32 + 32 * (c // 4) + l]) >> (2 * (c % 4))) & 3
-                a[32 * c + l] = q - (0 if (np.int64(xb[l]) >> c) & 1 else 4)
-        _q3_K_scales(xb, scales)
-        _lane_sums(a, yb, scales, 16, aux32)
-        d = _f16(xb, 108) * _f32(yb, 0)
-        for l in range(8):
-            sums[l] += d * np.float32(aux32[l])
-    sumf = _ZERO
-    for l in range(8):
-        sumf += sums[l]
-    return sumf
-
-
-@kernel
-def _vec_dot_q45_K(x, y, type_size, qs_off, has_qh):
-    """Q4_K (``has_qh`` false) and Q5_K: eight lanes ``sums[l] += d · aux32[l]``; the mins subtracted as
-    ``sumf −= dmin · Σ bsums[j] · m[j/2]`` block by block; the lanes added at the end."""
-    sums = np.zeros(8, np.float32)
-    aux32 = np.empty(8, np.int64)
-    a = np.empty(QK_K, np.int64)
-    scales = np.empty(8, np.int64)
-    sumf = _ZERO
-    for i in range(x.shape[0] // type_size):
-        xb = x[type_size * i:type_size * (i + 1)]
-        yb = y[292 * i:292 * i + 292]
-        for c in range(4):
-            for l in range(32):
-                v = np.int64(xb[qs_off + 32 * c + l])
-                lo = v & 0xF
-                hi = v >> 4
-                if has_qh:
-                    h = np.int64(xb[16 + l])
-                    lo += ((h >> (2 * c)) & 1) << 4
-                    hi += ((h >> (2 * c + 1)) & 1) << 4
-                a[64 * c + l] = lo
-                a[64 * c + 32 + l] = hi
-        sumi = 0
-        for j in range(8):
-            sc, m = get_scale_min_k4(j, xb[4:16])
-            scales[j] = sc
-            sumi += (_i16(yb, 260 + 4 * j) + _i16(yb, 262 + 4 * j)) * m
-        _lane_sums(a, yb, scales, 32, aux32)
-        dy = _f32(yb, 0)
-        d = _f16(xb, 0) * dy
-        for l in range(8):
-            sums[l] += d * np.float32(aux32[l])
-        dmin = _f16(xb, 2) * dy
-        sumf -= dmin * np.float32(sumi)
-    for l in range(8):
-        sumf += sums[l]
-    return sumf
-
-
-@kernel
-def vec_dot_q6_K_q8_K(x, y):
-    """Eight lanes ``sums[l] += d · aux32[l]`` with signed 8-bit sub-block scales; weights ``q − 32``."""
-    sums = np.zeros(8, np.float32)
-    aux32 = np.empty(8, np.int64)
-    a = np.empty(QK_K, np.int64)
-    scales = np.empty(16, np.int64)
-    for i in range(x.shape[0] // 210):
-        xb = x[210 * i:210 * i + 210]
-        yb = y[292 * i:292 * i + 292]
-        for h in range(2):
-            for l in range(32):
-                ql0 = np.int64(xb[64 * h + l])
-                ql1 = np.int64(xb[64 * h + 32 + l])
-                qh = np.int64(xb[128 + 32 * h + l])
-                a[128 * h + l] = ((ql0 & 0xF) | (((qh >> 0) & 3) << 4)) - 32
-                a[128 * h + 32 + l] = ((ql1 & 0xF) | (((qh >> 2) & 3) << 4)) - 32
-                a[128 * h + 64 + l] = ((ql0 >> 4) | (((qh >> 4) & 3) << 4)) - 32
-                a[128 * h + 96 + l] = ((ql1 >> 4) | (((qh >> 6) & 3) << 4)) - 32
-        for j in range(16):
-            scales[j] = _i8(xb[192 + j])
-        _lane_sums(a, yb, scales, 16, aux32)
-        d = _f16(xb, 208) * _f32(yb, 0)
-        for l in range(8):
-            sums[l] += d * np.float32(aux32[l])
-    sumf = _ZERO
-    for l in range(8):
-        sumf += sums[l]
-    return sumf
-
-
-@kernel
-def vec_dot(qtype, w, a):
-    """``ggml_vec_dot`` of weight row ``w`` (type ``qtype``) and activation row ``a`` (its vec_dot_type)."""
-    if qtype == _F32:
-        return vec_dot_f32(w, a)
-    elif qtype == _F16:
-        return vec_dot_f16(w, a)
-    elif qtype == _BF16:
-        return vec_dot_bf16(w, a)
-    elif qtype == _Q8_0:
-        return vec_dot_q8_0_q8_0(w, a)
-    elif qtype == _Q4_0:
-        return vec_dot_q4_0_q8_0(w, a)
-    elif qtype == _Q4_1:
-        return vec_dot_q4_1_q8_1(w, a)
-    elif qtype == _Q5_0:
-        return vec_dot_q5_0_q8_0(w, a)
-    elif qtype == _Q5_1:
-        return vec_dot_q5_1_q8_1(w, a)
-    elif qtype == _Q2_K:
-        return vec_dot_q2_K_q8_K(w, a)
-    elif qtype == _Q3_K:
-        return vec_dot_q3_K_q8_K(w, a)
-    elif qtype == _Q4_K:
-        return _vec_dot_q45_K(w, a, 144, 16, False)
-    elif qtype == _Q5_K:
-        return _vec_dot_q45_K(w, a, 176, 48, True)
-    elif qtype == _Q6_K:
-        return vec_dot_q6_K_q8_K(w, a)
-    raise ValueError("vec_dot: unsupported weight type")
+ROWS_PER_TASK = 16  # weight rows per prange iteration (they share the scratch arrays): speed only, never results
 
 
 @parallel_kernel
 def matmul(qtype, w, a, y):
-    """``y[t, r] = vec_dot(W[r], a[t])``: ``w`` uint8 [n_out, row_bytes] of ``qtype``, ``a`` uint8 [n_tok, …] the
-    activations already in the vec_dot_type, ``y`` float32 [n_tok, n_out].  Parallel over weight rows."""
+    """``y[t, r] = ggml_vec_dot(W[r], a[t])``: ``w`` uint8 [n_out, row_bytes] of ``qtype``, ``a`` uint8 [n_tok, …]
+    the activations already in the vec_dot_type, ``y`` float32 [n_tok, n_out].
+
+    Parallel over tasks of ``ROWS_PER_TASK`` weight rows; every output is computed whole by one thread, in the
+    order :func:`_row_k` / :func:`_row_legacy` / :func:`vec_dot_f32` … give, so the thread count never changes a
+    bit.
+    """
     n_out = w.shape[0]
-    for r in prange(n_out):
-        for t in range(a.shape[0]):
-            y[t, r] = vec_dot(qtype, w[r], a[t])
+    n_tok = a.shape[0]
+    a8 = a.view(np.int8)
+    a16 = a.view(np.int16)
+    ah = a.view(np.uint16)
+    is_k = qtype == _Q2_K or qtype == _Q3_K or qtype == _Q4_K or qtype == _Q5_K or qtype == _Q6_K
+    is_float = qtype == _F32 or qtype == _F16 or qtype == _BF16
+    for task in prange((n_out + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        acc = np.empty(32, np.int32)
+        scales = np.empty(16, np.int32)
+        mins = np.empty(16, np.int32)
+        sums = np.empty((n_tok, 8), np.float32)
+        sumf = np.empty(n_tok, np.float32)
+        for r in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_out)):
+            if is_k:
+                _row_k(qtype, w[r], a16, ah, a8, y, r, acc, scales, mins, sums, sumf)
+            elif is_float:
+                for t in range(n_tok):
+                    if qtype == _F32:
+                        y[t, r] = vec_dot_f32(w[r], a[t])
+                    elif qtype == _F16:
+                        y[t, r] = vec_dot_f16(w[r], a[t])
+                    else:
+                        y[t, r] = vec_dot_bf16(w[r], a[t])
+            else:
+                _row_legacy(qtype, w[r], ah, a8, y, r, acc, sumf)
+
+
+def vec_dot(qtype, w: np.ndarray, a: np.ndarray) -> np.float32:
+    """``ggml_vec_dot`` of one weight row ``w`` (bytes of type ``qtype``) and one activation row ``a`` (bytes of its
+    vec_dot_type): :func:`matmul` of a 1 × 1 product."""
+    y = np.empty((1, 1), np.float32)
+    matmul(int(qtype), np.ascontiguousarray(w).reshape(1, -1), np.ascontiguousarray(a).reshape(1, -1), y)
+    return y[0, 0]
 
 
 def activation_row_bytes(qtype: GGMLType, n: int) -> int:
