@@ -7,14 +7,14 @@ import sys
 
 from .. import __version__
 from ..errors import RefllmError
-from . import bench, convert, inspect, make_checkpoint, quantize
+from . import bench, compare, convert, golden, inspect, make_checkpoint, perplexity, quantize, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refllm", description=__doc__.split("\n")[0].strip("`: "))
     parser.add_argument("--version", action="version", version=f"refllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (inspect, make_checkpoint, convert, quantize, bench):
+    for module in (inspect, make_checkpoint, convert, quantize, bench, golden, compare, perplexity, run):
         module.add_parser(sub)
     return parser
 

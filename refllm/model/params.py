@@ -35,6 +35,25 @@ class Phi3Params:
     def n_embd_kv(self) -> int:
         return self.n_head_kv * self.head_dim
 
+    def tensor_shapes(self, fused_qkv: bool = True) -> dict[str, tuple[int, ...]]:
+        """The GGUF shape (ggml order, ``{n_in, n_out}``) every tensor of the model must have, by name — what
+        llama.cpp's loader checks (``create_tensor`` in ``llama_model_phi3::load_arch_tensors``).  ``output.weight``
+        and the LongRoPE factors are optional; with ``fused_qkv=False`` the layers hold ``attn_q/k/v``."""
+        E, V, F = self.n_embd, self.n_vocab, self.n_ff
+        shapes = {"token_embd.weight": (E, V), "output_norm.weight": (E,), "output.weight": (E, V),
+                  "rope_factors_long.weight": (self.n_rot // 2,), "rope_factors_short.weight": (self.n_rot // 2,)}
+        for il in range(self.n_layer):
+            blk = f"blk.{il}."
+            if fused_qkv:
+                shapes[blk + "attn_qkv.weight"] = (E, self.n_embd_q + 2 * self.n_embd_kv)
+            else:
+                shapes.update({blk + "attn_q.weight": (E, self.n_embd_q), blk + "attn_k.weight": (E, self.n_embd_kv),
+                               blk + "attn_v.weight": (E, self.n_embd_kv)})
+            shapes.update({blk + "attn_norm.weight": (E,), blk + "attn_output.weight": (self.n_embd_q, E),
+                           blk + "ffn_norm.weight": (E,), blk + "ffn_up.weight": (E, 2 * F),
+                           blk + "ffn_down.weight": (F, E)})
+        return shapes
+
     @classmethod
     def from_gguf(cls, f: GGUFFile) -> Phi3Params:
         arch = f.get("general.architecture")
@@ -55,7 +74,12 @@ class Phi3Params:
         head_dim = n_embd // n_head
         n_ctx_train = int(key("context_length"))
         names = {t.name for t in f.tensors}
+        if "token_embd.weight" not in names:
+            raise RefllmError(f"{f.path}: missing tensor 'token_embd.weight'")
         embd = f.tensor("token_embd.weight")
+        if len(embd.shape) != 2:
+            raise RefllmError(f"{f.path}: tensor 'token_embd.weight' has shape {list(embd.shape)}; expected "
+                              f"[{n_embd}, n_vocab]")
         return cls(
             n_vocab=embd.shape[1],
             n_embd=n_embd,

@@ -89,6 +89,22 @@ class Layer:
     ffn_down: Weight  # [F -> E]
 
 
+def _check_tensors(gguf: GGUFFile, p: Phi3Params) -> None:
+    """Every tensor the forward pass reads is there with the shape the hyperparameters give (llama.cpp's loader
+    refuses the file otherwise: "tensor 'X' has wrong shape" / "missing tensor 'X'")."""
+    shapes = {t.name: tuple(t.shape) for t in gguf.tensors}
+    fused = all(f"blk.{il}.attn_qkv.weight" in shapes for il in range(p.n_layer))
+    optional = {"output.weight", "rope_factors_long.weight", "rope_factors_short.weight"}
+    for name, expected in p.tensor_shapes(fused_qkv=fused).items():
+        if name not in shapes:
+            if name in optional:
+                continue
+            raise RefllmError(f"{gguf.path}: missing tensor {name!r}")
+        if shapes[name] != expected:
+            raise RefllmError(f"{gguf.path}: tensor {name!r} has shape {list(shapes[name])}; expected "
+                              f"{list(expected)} (from the phi3.* hyperparameters)")
+
+
 class KVCache:
     """Rotated keys and values of every layer: ``k[il]``, ``v[il]`` [Hkv, capacity, D] — float32 in ``f32`` mode,
     fp16 bits (uint16) in ``ggml`` mode.
@@ -132,7 +148,13 @@ class Phi3Model:
     file declares (``phi3.attention.sliding_window``, 2047 for Phi-3-mini-4k), as transformers does; llama.cpp
     ignores it for phi3 (``False``).  ``n_ctx`` (default: the training context) bounds the positions, and with the
     ``ctx`` policy decides the factors.
+
+    ``capture``, when set to a callable, receives every intermediate of the forward pass as ``capture(name, x)``
+    under the name llama.cpp's graph gives it (see :meth:`cb`; refllm.golden uses it).  ``x`` is only valid during
+    the call: copy what you keep.
     """
+
+    capture = None  # callable(name, array) or None: see the class docstring and :meth:`cb`
 
     def __init__(self, gguf: GGUFFile, *, n_ctx: int | None = None, rope_policy: str = "seq",
                  sliding_window: bool = True, mode: str = "f32"):
@@ -148,6 +170,7 @@ class Phi3Model:
         self.window = p.sliding_window if sliding_window and p.sliding_window > 0 else 0
 
         names = {t.name for t in gguf.tensors}
+        _check_tensors(gguf, p)
         tensor = gguf.tensor
         self.token_embd = Weight.from_tensor(tensor("token_embd.weight"))
         self.output_norm = _vector(tensor("output_norm.weight"))
@@ -261,6 +284,7 @@ class Phi3Model:
         self.cache.reserve(pos0 + n)
         h = np.empty((n, p.n_embd), np.float32)  # h: [n, E], the residual stream
         kernels.get_rows(int(self.token_embd.qtype), self.token_embd.rows, ids, h)
+        self.cb(h, "embd")
 
         cos, sin = self._rope_tables(np.arange(pos0, pos0 + n))  # [n, n_rot/2] each
 
@@ -272,7 +296,16 @@ class Phi3Model:
         if last_only:
             h = h[-1:]
         x = self._rms_norm(h, self.output_norm)
-        return self._linear(self.output, x)  # [n, V]
+        self.cb(x, "result_norm")
+        out = self._linear(self.output, x)  # [n, V]
+        self.cb(out, "result_output")
+        return out
+
+    def cb(self, x: np.ndarray, name: str, il: int = -1) -> None:
+        """Hand ``x`` to :attr:`capture` as ``name-il`` (``name`` alone for ``il < 0``) — the name
+        ``llm_graph_context::cb`` gives the same tensor in llama.cpp's graph.  Nothing happens without a capture."""
+        if self.capture is not None:
+            self.capture(f"{name}-{il}" if il >= 0 else name, x)
 
     def _layer(self, il: int, layer: Layer, h: np.ndarray, pos0: int, cos: np.ndarray, sin: np.ndarray):
         p = self.params
@@ -281,6 +314,7 @@ class Phi3Model:
 
         # attention
         x = self._rms_norm(h, layer.attn_norm)  # [n, E]
+        self.cb(x, "attn_norm", il)
         if layer.attn_qkv is not None:
             qkv = self._linear(layer.attn_qkv, x)  # [n, (H + 2 Hkv) D]
             q = qkv[:, :H * D]
@@ -293,15 +327,24 @@ class Phi3Model:
         v = v.reshape(n, Hkv, D)  # v: [n, Hkv, D]
         kernels.rope_neox(q, cos, sin, p.n_rot)
         kernels.rope_neox(k, cos, sin, p.n_rot)
+        self.cb(q, "Qcur", il)
+        self.cb(k, "Kcur", il)
+        self.cb(v, "Vcur", il)
         a = self._attention(il, q, k, v, pos0)  # a: [n, H, D]
+        self.cb(a.reshape(n, H * D), "kqv_out", il)
         h = h + self._linear(layer.attn_output, a.reshape(n, H * D))  # [n, E]
 
         # feed-forward
         x = self._rms_norm(h, layer.ffn_norm)  # [n, E]
+        self.cb(x, "ffn_norm", il)
         gate_up = self._linear(layer.ffn_up, x)  # [n, 2F]
         act = np.empty((n, p.n_ff), np.float32)  # [n, F]
         kernels.swiglu(gate_up, act)
-        return h + self._linear(layer.ffn_down, act)  # [n, E]
+        ffn_out = self._linear(layer.ffn_down, act)  # [n, E]
+        self.cb(ffn_out, "ffn_out", il)
+        h = h + ffn_out
+        self.cb(h, "l_out", il)
+        return h
 
     # -- the operations that depend on the numeric mode ---------------------------------------------------------
 
