@@ -46,6 +46,50 @@ def vocab_paths():
     return vocab_files()
 
 
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory, reference):
+    """A factory of small seeded Phi-3 test models::
+
+        small_models(preset, ftypes, seed=…, output_gain=1.0, **shape) -> {"F32": path, ftype: path, …}
+
+    ``make_checkpoint`` (real vocabulary and config fields, ``shape``: layers, hidden, heads, kv_heads, intermediate),
+    converted to an F32 GGUF, then quantized by the reference ``llama-quantize`` to each llama.cpp file type in
+    ``ftypes``.  ``output_gain`` multiplies ``output_norm.weight``: random weights give nearly flat next-token
+    distributions, a trained model's logits spread over tens of units, and scaling the final norm gives a random
+    model that spread without touching anything else.  Each distinct request is made once per session."""
+    import subprocess
+
+    import numpy as np
+
+    from refllm import gguf
+    from refllm.convert import convert, make_checkpoint
+
+    made: dict = {}
+
+    def make(preset, ftypes=(), *, seed: int, output_gain: float = 1.0, **shape) -> dict:
+        key = (repr(preset), tuple(ftypes), seed, output_gain, tuple(sorted(shape.items())))
+        if key not in made:
+            root = tmp_path_factory.mktemp("small-model")
+            checkpoint = make_checkpoint(root / "checkpoint", preset, seed=seed,
+                                         vocab_path=reference.models_dir() / "ggml-vocab-phi-3.gguf", **shape)
+            files = {"F32": convert(checkpoint, root / "F32.gguf", "f32")}
+            if output_gain != 1.0:
+                with gguf.read(files["F32"]) as f:
+                    gguf.write(root / "gain-F32.gguf", f.metadata, [
+                        gguf.TensorSpec(t.name, t.type, t.shape, t.data * np.float32(output_gain)
+                                        if t.name == "output_norm.weight" else t.data) for t in f.tensors],
+                        version=f.version)
+                files["F32"] = root / "gain-F32.gguf"
+            for ftype in ftypes:
+                files[ftype] = root / f"{ftype}.gguf"
+                subprocess.run([str(reference.tool("llama-quantize")), str(files["F32"]), str(files[ftype]), ftype],
+                               check=True, capture_output=True)
+            made[key] = files
+        return dict(made[key])
+
+    return make
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark every test that uses the reference build or the real files, so ``-m "not reference"`` is the fast path
     (refllm alone plus the committed known-answer files)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refllm.cli.main import main
-from refllm.convert import convert, make_checkpoint
 from refllm.ggml_types import GGMLType
 from refllm.golden import DumpError, compare, golden_model, golden_quant, read_dump
 from refllm.golden.format import (
@@ -43,17 +41,10 @@ PROMPT = "The capital of France is Paris, and"
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, reference):
+def files(small_models):
     """{name: GGUF path}: a small GQA model as F32 and quantized by llama-quantize to Q8_0 and Q4_K_M."""
-    root = tmp_path_factory.mktemp("golden-models")
-    checkpoint = make_checkpoint(root / "gqa", "phi3-medium", layers=2, hidden=256, heads=4, kv_heads=2,
-                                 intermediate=512, seed=7, vocab_path=reference.models_dir() / "ggml-vocab-phi-3.gguf")
-    made = {"F32": convert(checkpoint, root / "gqa-f32.gguf", "f32")}
-    for ftype in ("Q8_0", "Q4_K_M"):
-        made[ftype] = root / f"gqa-{ftype}.gguf"
-        subprocess.run([str(reference.tool("llama-quantize")), str(made["F32"]), str(made[ftype]), ftype],
-                       check=True, capture_output=True)
-    return made
+    return small_models("phi3-medium", ("Q8_0", "Q4_K_M"), seed=7, layers=2, hidden=256, heads=4, kv_heads=2,
+                        intermediate=512)
 
 
 @pytest.fixture(scope="module")

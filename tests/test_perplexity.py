@@ -35,7 +35,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refllm import gguf
 from refllm import perplexity as ppl
 from refllm.cli.main import main
 from refllm.errors import RefllmError
@@ -50,26 +49,10 @@ PPL_TOL = {"F32": 2e-4, "Q8_0": 1e-3, "Q4_K_M": 2e-3}  # |ln(PPL_refllm / PPL_ll
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, reference):
+def models(small_models):
     """{"F32" | "Q8_0" | "Q4_K_M": path} of the sharpened tiny model."""
-    from refllm.convert import convert, make_checkpoint
-
-    root = tmp_path_factory.mktemp("ppl-models")
-    vocab = reference.models_dir() / "ggml-vocab-phi-3.gguf"
-    ck = make_checkpoint(root / "ck", "phi3-medium", layers=2, hidden=256, heads=4, kv_heads=2, intermediate=512,
-                         seed=5, vocab_path=vocab)
-    plain = convert(ck, root / "plain-f32.gguf", "f32")
-    made = {"F32": root / "F32.gguf"}
-    with gguf.read(plain) as f:
-        specs = [gguf.TensorSpec(t.name, t.type, t.shape,
-                                 t.data * np.float32(SHARPEN) if t.name == "output_norm.weight" else t.data)
-                 for t in f.tensors]
-        gguf.write(made["F32"], f.metadata, specs, version=f.version)
-    for ftype in ("Q8_0", "Q4_K_M"):
-        made[ftype] = root / f"{ftype}.gguf"
-        subprocess.run([str(reference.tool("llama-quantize")), str(made["F32"]), str(made[ftype]), ftype],
-                       check=True, capture_output=True)
-    return made
+    return small_models("phi3-medium", ("Q8_0", "Q4_K_M"), seed=5, output_gain=SHARPEN, layers=2, hidden=256,
+                        heads=4, kv_heads=2, intermediate=512)
 
 
 @pytest.fixture(scope="module")
