@@ -7,7 +7,8 @@ rows with ``prange``).  The settings are the same everywhere and chosen for repr
   machine pays the compilation.
 * **no** ``fastmath`` — LLVM may then neither reorder float additions nor fuse ``a*b+c`` into one FMA.  ggml's
   reference quantizers are compiled without FMA on x86-64 (gcc, no ``-march=native`` for ggml-base), so this is what
-  makes refllm's bytes equal to ggml's.
+  makes refllm's bytes equal to ggml's.  Where ggml's CPU kernels (built with ``-march=native``) do fuse, a kernel
+  says so explicitly with :func:`fma32`.
 * ``error_model="numpy"`` — a float division by zero gives ``inf``/``nan`` as in C instead of raising.
 * Parallel loops write disjoint outputs (one row, or one block, per ``prange`` iteration) and never split a
   floating-point reduction across threads, so results are bitwise identical for any thread count.
@@ -18,6 +19,9 @@ kernels then run (slowly) as ordinary Python, which is how the test suite checks
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -26,7 +30,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 __all__ = ["kernel", "parallel_kernel", "prange", "num_threads", "set_num_threads", "float32_bits",
-           "float32_from_bits"]
+           "float32_from_bits", "fma32", "expf"]
 
 _OPTIONS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
@@ -89,3 +93,61 @@ else:
             return builder.bitcast(builder.trunc(value, ir.IntType(32)), ir.FloatType())
 
         return types.float32(bits), codegen
+
+
+# -- fused multiply-add (C's ``fmaf``, the ``_mm256_fmadd_ps`` of ggml's x86 SIMD code) -----------------------------
+# ``a·b + c`` rounded once to float32.  Without JIT: the product of two float32 is exact in float64, and the float64
+# sum is rounded to odd (the exact error of the sum decides the last bit), so the rounding to float32 is correct.
+
+if numba.config.DISABLE_JIT:
+
+    def fma32(a, b, c) -> np.float32:
+        """``a·b + c`` of float32 values with a single rounding to float32."""
+        p = float(np.float32(a)) * float(np.float32(b))  # exact
+        c = float(np.float32(c))
+        s = p + c
+        bp = s - c
+        err = (p - bp) + (c - (s - bp))  # TwoSum: s + err == p + c exactly
+        if err != 0.0:
+            bits = np.float64(s).view(np.int64)
+            if bits & 1 == 0:  # round to odd: step one ulp towards the exact value
+                s = float(np.nextafter(s, np.inf if err > 0 else -np.inf))
+        return np.float32(s)
+
+else:
+
+    @intrinsic
+    def fma32(typingctx, a, b, c):
+        """``a·b + c`` of float32 values with a single rounding to float32 (``llvm.fma.f32``)."""
+        if not (a == b == c == types.float32):
+            return None
+
+        def codegen(context, builder, signature, args):
+            f32 = ir.FloatType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
+            return builder.call(fn, args)
+
+        return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+# -- C's expf -------------------------------------------------------------------------------------------------------
+# ggml calls the C library's ``expf`` (softmax, flash attention, SiLU leftovers).  Compiled, ``np.exp`` of a float32
+# is that call (LLVM's ``llvm.exp.f32``); NumPy's own float32 ``exp`` rounds differently, so without JIT the C
+# function is called through ctypes.
+
+if numba.config.DISABLE_JIT:
+    _libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    _libm.expf.restype = ctypes.c_float
+    _libm.expf.argtypes = [ctypes.c_float]
+
+    def expf(x) -> np.float32:
+        """``expf(x)`` of the C library, float32."""
+        return np.float32(_libm.expf(float(x)))
+
+else:
+
+    def _expf(x):
+        """``expf(x)`` of the C library, float32."""
+        return np.exp(x)
+
+    expf = kernel(_expf)

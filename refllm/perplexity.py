@@ -26,10 +26,10 @@ compares its distribution ``q`` with the base's ``p`` token by token::
 and prints the means with their uncertainties, the percentiles of KL and Δp, RMS Δp and the same-top rate.
 
 **Batching.**  llama.cpp decodes ``n_batch`` tokens per call and packs ``n_batch / n_ctx`` chunks into one batch as
-parallel sequences; here each chunk is evaluated alone, ``n_batch`` tokens per forward call.  In the ``ggml`` mode
-the logits are the same bits for any split (every kernel works row by row), so ``n_batch`` only bounds the memory.
-llama.cpp's own logits do move with the batch shape (its tiled flash attention and gemm paths); see
-docs/perplexity.md for the measured agreement.
+parallel sequences; here each chunk is evaluated alone, ``n_batch`` tokens per forward call.  llama.cpp's logits
+move with the batch shape (tiled flash attention from 64 queries, tiled and sgemm matrix products), and the ``ggml``
+mode makes the same choices by the number of tokens per call, so with ``n_ctx ≥ 64`` (or ``n_batch < n_ctx``) it
+sees the shapes llama.cpp sees; see docs/perplexity.md for the measured agreement.
 
 The per-token arithmetic is C's, in C's precisions: ``expf`` on float32 differences, the exponentials summed in
 float64, ``log`` in float64 rounded to float32 where llama.cpp stores it in a ``float``.  The statistics follow the

@@ -1,30 +1,37 @@
-"""The kernels of the ``ggml`` numeric mode: the arithmetic of llama.cpp's CPU backend, read from ggml's C.
+"""The kernels of the ``ggml`` numeric mode: the arithmetic of llama.cpp's CPU backend as the reference build runs it.
 
-What changes against the ``f32`` mode (:mod:`refllm.model.kernels`):
+The reference build is x86-64, gcc ``-march=native`` on a CPU with AVX512 (F, VL, DQ, BW, VNNI, BF16, FP16), with
+gcc's default ``-ffp-contract=fast``.  The ``ggml`` mode follows the SIMD code that build executes — its lanes, its
+fused multiply-adds (:func:`refllm.jit.fma32`), its horizontal sums — and chooses the algorithm by batch shape as
+llama.cpp does.  The orders are part of the numerics a golden file records, so each is written out here:
 
-* **Matrix products** (``ggml_compute_forward_mul_mat``).  The activation rows are first converted to the weight
-  type's ``vec_dot_type`` (``type_traits_cpu[type].vec_dot_type`` in ggml-cpu.c) — Q8_K for the K-quants, Q8_0 for
-  Q4_0 / Q5_0 / Q8_0, Q8_1 for Q4_1 / Q5_1, F16 for F16, BF16 for BF16, nothing for F32 — and then every output is
-  ``ggml_vec_dot_<weight>_<activation>``: integer sums over the quantized values inside a block, one float
-  multiply-add per block.  The activation quantizers are the ones the x86 build runs (:func:`quantize_row_q8_0_x86`
-  and :func:`quantize_row_q8_1_x86` — AVX, round-half-even and ``127 / max``; Q8_K is ``quantize_row_q8_K_ref``).
-  The dot products are ggml's portable C (``ggml_vec_dot_*_generic`` in ggml-cpu/quants.c, ``ggml_vec_dot_f16`` …
-  in vec.cpp without SIMD), evaluated as C says: each float operation rounded to float32, in source order (the
-  integer sums, exact in any order, are computed in the order that vectorizes — see :func:`matmul`).
-  tests/test_model_ggml_fast.py checks them bit for bit against that C compiled without fused multiply-adds.
-* **RoPE angles** as ``ggml_rope_cache_init``: ``θ`` starts at ``p`` and is multiplied by
-  ``theta_scale = powf(base, -2/n_rot)`` once per pair; ``cosf(θ / ff) · m``.
-* **Attention** as ``ggml_compute_forward_flash_attn_ext_f16_one_chunk`` (llama.cpp enables flash attention on the
-  CPU by default): K and V cached in F16, Q (already scaled by ``1/sqrt(D)``) rounded to F16, ``K·Q`` summed in
-  float64, an online softmax whose value accumulator is F16 — rounded to half precision after every key.
+* **Activations** (``ggml_compute_forward_mul_mat``): each row is converted to the weight type's ``vec_dot_type``
+  (``type_traits_cpu[type].vec_dot_type``) — Q8_K for the K-quants, Q8_0 for Q4_0 / Q5_0 / Q8_0, Q8_1 for Q4_1 /
+  Q5_1, F16, BF16, or F32 — by the x86 quantizers (:func:`quantize_row_q8_0_x86`, :func:`quantize_row_q8_1_x86`;
+  Q8_K is ``quantize_row_q8_K_ref``).
+* **Q4_0 … Q8_0** (x86 ``ggml_vec_dot_<type>_q8_<0|1>``, ``__AVX2__`` branch; llamafile's ``tinyBLAS_Q0_AVX``, used
+  for 2 or more tokens, sums the same way): eight float lanes; block ``ib`` gives lane ``l`` the integer sum of
+  elements ``4l … 4l+3`` and ``acc[l] = fma(dx·dy, sumi_l, acc[l])``; Q4_1 / Q5_1 ``summs = fma(m, s, summs)``;
+  result ``hsum_float_8(acc)`` (+ ``summs``), ``hsum_float_8(v) = ((v0+v4) + (v2+v6)) + ((v1+v5) + (v3+v7))``
+  (:func:`_row_legacy`).
+* **Q2_K … Q6_K, fewer than 8 tokens** (x86 ``ggml_vec_dot_<type>_q8_K``, ``__AVX2__`` branch): eight lanes, lane
+  ``l`` the integer sum of the 32-element columns ``4l … 4l+3``; per super-block ``acc[l] = fma(d, sumi_l, acc[l])``
+  with ``d = dy·fp16(x.d)``, and the mins as each kernel has them (:func:`_row_k`).
+* **Q2_K … Q6_K, 8 or more tokens** (ggml-cpu's tiled kernel, AVX512-VNNI microkernel): per super-block
+  ``r = float(s1)·fp16(x.d)``, ``r = fma(−fp16(x.dmin), s2, r)``, ``y = fma(r, dy, y)`` (:func:`_row_k`).
+* **F32 / F16 / BF16**: one token, AVX512 ``ggml_vec_dot_f32 / _f16 / _bf16`` (:func:`vec_dot_float`); 2 or more
+  tokens, llamafile's ``tinyBLAS`` (:func:`sgemm_dot_float`).
+* **Flash attention** (``ggml_compute_forward_flash_attn_ext_f16``; K and V cached in F16, Q already multiplied by
+  ``1/sqrt(D)``): fewer than 64 queries, the one-chunk algorithm with an F16 value accumulator
+  (:func:`_flash_attn_one_chunk`); 64 or more, the tiled algorithm with F32 accumulators and ggml's vector
+  exponential (:func:`_flash_attn_tiled`).
+* **RoPE** angles as ``ggml_rope_cache_init`` (:func:`rope_cache`), the rotation fused as gcc compiles it
+  (:func:`rope_neox`); **SwiGLU** with the AVX512 ``ggml_v_silu`` (:func:`swiglu`, :func:`v_expf`).
 
-Where the reference build differs: its SIMD code sums the float parts in other orders and fuses multiply-adds
-(gcc ``-march=native``, ``-ffp-contract=fast``); it uses other algorithms for some batch shapes (tiled flash
-attention for 64 or more queries, a KV-split one for one query over 512 or more keys, llamafile's sgemm and
-repacked weights for prefill); and its SiLU and softmax exponentials are vector approximations (``ggml_v_expf``).
-Those are float-rounding differences (about 1e-7), but a later rounding to F16 or Q8 sometimes turns one into a
-whole grid step (see docs/phi3.md, "How close each mode is to llama.cpp").  Everything quantized — activations,
-integer sums, the F16 KV cache and accumulator — is reproduced exactly.
+Integer sums are exact in any order; they are computed in the order that vectorizes.  Not reproduced: other builds
+(AVX2-only, other compilers: other float orders), and llama.cpp's KV-split flash attention for one query over 512
+or more cached keys, whose sums depend on llama.cpp's thread count (see docs/phi3.md, "How close each mode is to
+llama.cpp").
 """
 
 from __future__ import annotations
@@ -32,7 +39,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..ggml_types import TYPE_SIZES, GGMLType
-from ..jit import float32_bits, float32_from_bits, kernel, parallel_kernel, prange
+from ..jit import (
+    expf,
+    float32_bits,
+    float32_from_bits,
+    fma32,
+    kernel,
+    parallel_kernel,
+    prange,
+)
 from ..quants.common import (
     FP16_TO_FP32,
     bf16_to_fp32,
@@ -190,8 +205,9 @@ def quantize_activations(vtype, x, out):
 # with the same block of every activation row (a prompt reuses the decoded scales; a generated token is the case of
 # one row).  The integer sums of a K-quant super-block are computed in 32 *columns* — ``acc[c]`` sums the scaled
 # products of the elements ``c, c + 32, …, c + 224`` — because that loop vectorizes; integer sums are exact in any
-# order, and ggml's eight lanes (element ``e`` goes to lane ``e mod 8``) are sums of four columns.  The float
-# operations are ggml's portable C, one by one, in its order (:func:`_row_k`, :func:`_row_legacy`).
+# order, and the eight int32 lanes of the x86 kernels (lane ``l`` holds the elements whose index mod 32 is in
+# ``4l … 4l+3``) are sums of four neighbouring columns.  The float operations are the x86 kernels', one by one, in
+# their order (:func:`_row_k`, :func:`_row_legacy`).
 #
 # Speed notes (each checked in the generated assembly): the quants are read as ``x[_ix(offset + l)]`` — a signed
 # index makes Numba add a negative-index check to every access, which keeps LLVM from vectorizing; every index here
@@ -318,7 +334,8 @@ def _columns_q45_K(x, o, scales, a8, t, ao, acc, has_qh):
 @kernel
 def _columns_q6_K(x, o, scales, a8, t, ao, acc):
     """Q6_K: element ``128h + 32s + l`` takes 4 bits of ``ql`` (byte ``64h + l`` for s = 0, 2, ``64h + 32 + l``
-    for s = 1, 3; the low nibble for s < 2) and bits ``2s`` of ``qh[32h + l]`` (at 128), minus 32."""
+    for s = 1, 3; the low nibble for s < 2) and bits ``2s`` of ``qh[32h + l]`` (at 128): 0 … 63, as the x86 kernel
+    multiplies them (it subtracts the offset 32 per lane through the block sums, :func:`_row_k`)."""
     n32 = acc.shape[0]  # 32 at run time: a loop with a constant trip count would be unrolled, not vectorized
     n16 = n32 // 2
     for half in range(2):  # columns 16·half + l: sub-blocks 8h + 2s + half = 2j + half (j = 4h + s)
@@ -333,14 +350,14 @@ def _columns_q6_K(x, o, scales, a8, t, ao, acc):
             qh1 = np.int32(x[_ix(o + 160 + c)])
             e = ao + c
             acc[c] = (
-                s0 * (((ql0 & _I15) | ((qh0 & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e)])
-                + s1 * (((ql1 & _I15) | (((qh0 >> _I2) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 32)])
-                + s2 * (((ql0 >> _I4) | (((qh0 >> _I4) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 64)])
-                + s3 * (((ql1 >> _I4) | (((qh0 >> _I6) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 96)])
-                + s4 * (((ql2 & _I15) | ((qh1 & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 128)])
-                + s5 * (((ql3 & _I15) | (((qh1 >> _I2) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 160)])
-                + s6 * (((ql2 >> _I4) | (((qh1 >> _I4) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 192)])
-                + s7 * (((ql3 >> _I4) | (((qh1 >> _I6) & _I3) << _I4)) - _I32) * np.int32(a8[t, _ix(e + 224)]))
+                s0 * ((ql0 & _I15) | ((qh0 & _I3) << _I4)) * np.int32(a8[t, _ix(e)])
+                + s1 * ((ql1 & _I15) | (((qh0 >> _I2) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 32)])
+                + s2 * ((ql0 >> _I4) | (((qh0 >> _I4) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 64)])
+                + s3 * ((ql1 >> _I4) | (((qh0 >> _I6) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 96)])
+                + s4 * ((ql2 & _I15) | ((qh1 & _I3) << _I4)) * np.int32(a8[t, _ix(e + 128)])
+                + s5 * ((ql3 & _I15) | (((qh1 >> _I2) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 160)])
+                + s6 * ((ql2 >> _I4) | (((qh1 >> _I4) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 192)])
+                + s7 * ((ql3 >> _I4) | (((qh1 >> _I6) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 224)]))
 
 
 @kernel
@@ -393,18 +410,35 @@ def _columns_q2_K(x, o, scales, a8, t, ao, acc):
 
 
 @kernel
-def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf):
+def _hsum_float_8(v):
+    """x86's ``hsum_float_8`` of eight float lanes: ``((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))``."""
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
+
+
+@kernel
+def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf, tiled):
     """``y[t, r]`` for every token ``t``: weight row ``x`` of a K-quant against the Q8_K activations (``a8`` int8,
-    ``a16`` int16 and ``ah`` uint16 views of their bytes).  Per super-block ``i`` (``d``, ``dmin`` its fp16 scales,
-    ``dy`` the activation's float32 scale, ``aux[l] = Σ_{c ≡ l (mod 8)} acc[c]`` the integer sums of ggml's lane
-    ``l``)::
+    ``a16`` int16 and ``ah`` uint16 views of their bytes).  Per super-block ``i``, with ``d = dy · fp16(x.d)``,
+    ``dmin = −dy · fp16(x.dmin)`` (``dy`` the activation's float32 scale), ``bs`` the activation's block sums of 16
+    and ``sumi[l] = Σ_{c = 4l}^{4l+3} acc[c]`` (x86's int32 lane ``l``):
 
-        Q2_K:        sumf += (dy · d) · Σ_l aux[l] − (dy · dmin) · Σ_s bsums[s] · mins[s]
-        Q3_K, Q6_K:  sums[l] += (d · dy) · aux[l]                        (l = 0 … 7)
-        Q4_K, Q5_K:  sums[l] += (d · dy) · aux[l];   sumf −= (dmin · dy) · Σ_j (bsums[2j] + bsums[2j+1]) · mins[j]
+    ``tiled`` false — x86 ``ggml_vec_dot_<type>_q8_K`` (``__AVX2__`` branch), eight float lanes::
 
-    and at the end ``sumf += sums[0]; … sumf += sums[7]`` — ggml's eight float lanes, added in order.
-    ``sums`` float32 [n_tok, 8] and ``sumf`` float32 [n_tok] hold each token's state.
+        Q2_K:  sums[l] = fma(dmin, mins[2l]·bs[2l] + mins[2l+1]·bs[2l+1], sums[l]);  sums[l] = fma(d, sumi[l], sums[l])
+        Q3_K:  sums[l] = fma(d, sumi[l], sums[l])
+        Q6_K:  sums[l] = fma(d, sumi[l] − 32·(sc[2l]·bs[2l] + sc[2l+1]·bs[2l+1]), sums[l])
+        Q4_K:  sums[l] = fma(d, sumi[l], sums[l]);
+               m[k] = fma(dmin, mins[2k]·(bs[4k] + bs[4k+1]) + mins[2k+1]·(bs[4k+2] + bs[4k+3]), m[k])   (k < 4)
+        Q5_K:  sums[l] = fma(d, sumi[l], sums[l]);  summs = fma(dmin, Σ_j mins[j]·(bs[2j] + bs[2j+1]), summs)
+
+    result ``hsum_float_8(sums)``, plus ``(m[0] + m[2]) + (m[1] + m[3])`` for Q4_K, ``summs`` for Q5_K.
+
+    ``tiled`` true — ggml-cpu's tiled kernel (8 or more tokens; its AVX512-VNNI microkernel), one float per
+    super-block: ``s1 = Σ_l sumi[l]`` (Q6_K minus its offset as above), ``s2`` the mins term (Q2_K, Q4_K, Q5_K)::
+
+        r = float(s1) · fp16(x.d);   r = fma(−fp16(x.dmin), float(s2), r);   y = fma(r, dy, y)
+
+    ``sums`` float32 [n_tok, 12] (lanes 8 … 11: Q4_K's ``m``) and ``sumf`` float32 [n_tok] hold each token's state.
     """
     n_tok = a8.shape[0]
     if qtype == _Q4_K:
@@ -417,9 +451,10 @@ def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf):
         type_size, d_at = 110, 108
     else:
         type_size, d_at = 84, 80
+    has_min = qtype == _Q2_K or qtype == _Q4_K or qtype == _Q5_K
     for t in range(n_tok):
         sumf[t] = 0
-        for l in range(8):
+        for l in range(12):
             sums[t, l] = 0
     n8 = acc.shape[0] // 4  # 8 lanes, a run-time count so that the lane loops vectorize
     for i in range(x.shape[0] // type_size):
@@ -432,8 +467,8 @@ def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf):
             _scales_q3_K(x, o, scales)
         else:
             _scales_q2_K(x, o, scales, mins)
-        d = _f16(x, o + d_at)
-        dmin = _f16(x, o + d_at + 2) if qtype == _Q2_K or qtype == _Q4_K or qtype == _Q5_K else _ZERO
+        xd = _f16(x, o + d_at)
+        xdmin = _f16(x, o + d_at + 2) if has_min else _ZERO
         bsums = 146 * i + 130  # the int16 bsums of the activations' super-block
         for t in range(n_tok):
             if qtype == _Q4_K or qtype == _Q5_K:
@@ -445,29 +480,51 @@ def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf):
             else:
                 _columns_q2_K(x, o, scales, a8, t, 292 * i + 4, acc)
             dy = _act_f32(ah, t, 146 * i)
+            # the mins term, as the kernel groups it: per pair of sub-blocks of 16 (Q2_K), per pair of sub-blocks
+            # of 32 (Q4_K lanes), or whole (Q5_K, and the tiled kernel's s2)
+            s2 = _I0
             if qtype == _Q2_K:
-                summs = 0
-                for s in range(2 * n8):
-                    summs += np.int32(a16[t, _ix(bsums + s)]) * mins[s]
-                isum = 0
-                for c in range(4 * n8):
-                    isum += acc[c]
-                sumf[t] += (dy * d) * np.float32(isum) - (dy * dmin) * np.float32(summs)
-                continue
-            dd = d * dy
+                for l in range(n8):
+                    prod = (mins[2 * l] * np.int32(a16[t, _ix(bsums + 2 * l)])
+                            + mins[2 * l + 1] * np.int32(a16[t, _ix(bsums + 2 * l + 1)]))
+                    s2 += prod
+                    if not tiled:
+                        sums[t, _ix(l)] = fma32(-dy * xdmin, np.float32(prod), sums[t, _ix(l)])
+            elif qtype == _Q4_K or qtype == _Q5_K:
+                for k in range(n8 // 2):
+                    prod = (mins[2 * k] * (np.int32(a16[t, _ix(bsums + 4 * k)]) + np.int32(a16[t, _ix(bsums + 4 * k + 1)]))
+                            + mins[2 * k + 1] * (np.int32(a16[t, _ix(bsums + 4 * k + 2)])
+                                                 + np.int32(a16[t, _ix(bsums + 4 * k + 3)])))
+                    s2 += prod
+                    if qtype == _Q4_K and not tiled:
+                        sums[t, _ix(8 + k)] = fma32(-dy * xdmin, np.float32(prod), sums[t, _ix(8 + k)])
+                if qtype == _Q5_K and not tiled:
+                    sumf[t] = fma32(-dy * xdmin, np.float32(s2), sumf[t])
+            s1 = _I0
+            d = dy * xd
             for l in range(n8):
-                sums[t, _ix(l)] += dd * np.float32(acc[l] + acc[_ix(l + 8)] + acc[_ix(l + 16)] + acc[_ix(l + 24)])
-            if qtype == _Q4_K or qtype == _Q5_K:
-                sumi = 0
-                for j in range(n8):
-                    sumi += (np.int32(a16[t, _ix(bsums + 2 * j)]) + np.int32(a16[t, _ix(bsums + 2 * j + 1)])) * mins[j]
-                sumf[t] -= (dmin * dy) * np.float32(sumi)
+                sumi = acc[_ix(4 * l)] + acc[_ix(4 * l + 1)] + acc[_ix(4 * l + 2)] + acc[_ix(4 * l + 3)]
+                if qtype == _Q6_K:
+                    sumi -= 32 * (scales[2 * l] * np.int32(a16[t, _ix(bsums + 2 * l)])
+                                  + scales[2 * l + 1] * np.int32(a16[t, _ix(bsums + 2 * l + 1)]))
+                s1 += sumi
+                if not tiled:
+                    sums[t, _ix(l)] = fma32(d, np.float32(sumi), sums[t, _ix(l)])
+            if tiled:
+                res = np.float32(s1) * xd
+                if has_min:
+                    res = fma32(-xdmin, np.float32(s2), res)
+                sumf[t] = fma32(res, dy, sumf[t])
     for t in range(n_tok):
-        total = sumf[t]
-        if qtype != _Q2_K:
-            for l in range(8):
-                total += sums[t, l]
-        y[t, r] = total
+        if tiled:
+            y[t, r] = sumf[t]
+        else:
+            total = _hsum_float_8(sums[t])
+            if qtype == _Q4_K:
+                total += (sums[t, 8] + sums[t, 10]) + (sums[t, 9] + sums[t, 11])
+            elif qtype == _Q5_K:
+                total += sumf[t]
+            y[t, r] = total
 
 
 # legacy types: blocks of 32 elements
@@ -505,14 +562,18 @@ def _legacy_block(qtype, x, o, q):
 
 
 @kernel
-def _row_legacy(qtype, x, ah, a8, y, r, q, sumf):
+def _row_legacy(qtype, x, ah, a8, y, r, q, sums, sumf):
     """``y[t, r]`` for every token: weight row ``x`` of a 32-element block type against its Q8_0 / Q8_1
-    activations.  Per block, with ``sumi = Σ q · q8`` and the fp16 scales ``dx``, ``dy`` (and ``m``, ``s``)::
+    activations, in the order of x86's ``ggml_vec_dot_<type>_q8_<0|1>`` (``__AVX2__`` branch; llamafile's
+    ``tinyBLAS_Q0_AVX``, which llama.cpp uses for Q4_0 / Q5_0 / Q8_0 with 2 or more tokens, sums the same way).
+    Eight float lanes: in block ``ib`` lane ``l`` gets the integer sum ``sumi_l`` of the products of elements
+    ``4l … 4l+3`` (one ``vpdpbusd``) and, with the fp16 scales ``dx``, ``dy``::
 
-        Q8_0:  sumf += sumi · (dx · dy)
-        Q4_0:  sumf += (sumi · dx) · dy
-        Q5_0:  sumf += (dx · dy) · sumi
-        Q4_1, Q5_1 (Q8_1 activations with s = d · Σq8):  sumf += (dx · dy) · sumi + m · s
+        acc[l] = fma(dx · dy, sumi_l, acc[l])
+        Q4_1, Q5_1 (Q8_1 activations, s = fp16(d · Σq8)):  summs = fma(m, s, summs)
+
+    and the result ``hsum_float_8(acc)`` (``+ summs``).  ``sums`` [n_tok, 12] holds ``acc`` (lanes 0 … 7), ``sumf``
+    [n_tok] ``summs``.
     """
     n_tok = a8.shape[0]
     if qtype == _Q8_0:
@@ -526,59 +587,134 @@ def _row_legacy(qtype, x, ah, a8, y, r, q, sumf):
     else:
         type_size = 24
     vsize = 36 if qtype == _Q4_1 or qtype == _Q5_1 else 34
+    n8 = q.shape[0] // 4  # 8 lanes, a run-time count so that the lane loop vectorizes
     for t in range(n_tok):
         sumf[t] = 0
+        for l in range(8):
+            sums[t, l] = 0
     for ib in range(x.shape[0] // type_size):
         o = type_size * ib
         _legacy_block(qtype, x, o, q)
         dx = _f16(x, o)
         m = _f16(x, o + 2) if vsize == 36 else _ZERO  # Q4_1, Q5_1: the block's min
+        qa = vsize * ib + vsize - 32  # the activation block's quants
         for t in range(n_tok):
-            sumi = _I0
-            for e in range(q.shape[0]):
-                sumi += q[e] * np.int32(a8[t, _ix(vsize * ib + vsize - 32 + e)])
-            dy = FP16_TO_FP32[ah[t, vsize * ib // 2]]
-            if qtype == _Q8_0:
-                sumf[t] += np.float32(sumi) * (dx * dy)
-            elif qtype == _Q4_0:
-                sumf[t] += (np.float32(sumi) * dx) * dy
-            elif qtype == _Q5_0:
-                sumf[t] += (dx * dy) * np.float32(sumi)
-            else:
-                sumf[t] += (dx * dy) * np.float32(sumi) + m * FP16_TO_FP32[ah[t, vsize * ib // 2 + 1]]
+            d = dx * FP16_TO_FP32[ah[t, vsize * ib // 2]]
+            for l in range(n8):
+                e = 4 * l
+                sumi = (q[_ix(e)] * np.int32(a8[t, _ix(qa + e)]) + q[_ix(e + 1)] * np.int32(a8[t, _ix(qa + e + 1)])
+                        + q[_ix(e + 2)] * np.int32(a8[t, _ix(qa + e + 2)])
+                        + q[_ix(e + 3)] * np.int32(a8[t, _ix(qa + e + 3)]))
+                sums[t, _ix(l)] = fma32(d, np.float32(sumi), sums[t, _ix(l)])
+            if vsize == 36:
+                sumf[t] = fma32(m, FP16_TO_FP32[ah[t, vsize * ib // 2 + 1]], sumf[t])
     for t in range(n_tok):
-        y[t, r] = sumf[t]
+        y[t, r] = _hsum_float_8(sums[t]) + sumf[t] if vsize == 36 else _hsum_float_8(sums[t])
 
 
 @kernel
-def vec_dot_f32(x, y):
-    """``ggml_vec_dot_f32`` (portable C): ``Σ (double)(x[i]·y[i])`` — float32 products, a float64 sum in order."""
-    xf = x.view(np.float32)
-    yf = y.view(np.float32)
-    s = 0.0
-    for i in range(xf.shape[0]):
-        s += np.float64(xf[i] * yf[i])
+def _float_elem(qtype, b, i):
+    """Element ``i`` of an F32, F16 or BF16 row (bytes ``b``) as float32."""
+    if qtype == _F32:
+        return float32_from_bits(_u32(b, 4 * i))
+    if qtype == _F16:
+        return _f16(b, 2 * i)
+    return bf16_to_fp32(np.int64(b[2 * i]) | (np.int64(b[2 * i + 1]) << 8))
+
+
+@kernel
+def _reduce_add_16(v):
+    """``_mm512_reduce_add_ps`` as gcc implements it: ``t[i] = v[i] + v[i+8]``, ``u[i] = t[i] + t[i+4]``, then
+    ``(u0 + u2) + (u1 + u3)``."""
+    u0 = (v[0] + v[8]) + (v[4] + v[12])
+    u1 = (v[1] + v[9]) + (v[5] + v[13])
+    u2 = (v[2] + v[10]) + (v[6] + v[14])
+    u3 = (v[3] + v[11]) + (v[7] + v[15])
+    return (u0 + u2) + (u1 + u3)
+
+
+@kernel
+def _dpbf16(c, x, y, e):
+    """One lane of ``_mm512_dpbf16_ps``: ``c + x[e+1]·y[e+1]``, then ``+ x[e]·y[e]`` (products of bf16 are exact in
+    float32; each addition rounds)."""
+    c = c + _float_elem(_BF16, x, e + 1) * _float_elem(_BF16, y, e + 1)
+    return c + _float_elem(_BF16, x, e) * _float_elem(_BF16, y, e)
+
+
+@kernel
+def vec_dot_float(qtype, x, y, lanes):
+    """``ggml_vec_dot_f32`` / ``ggml_vec_dot_f16`` / ``ggml_vec_dot_bf16`` of two rows (bytes) as the AVX512 build
+    sums them (vec.cpp, simd-mappings.h); ``lanes`` is float32 scratch [4, 16].
+
+    * F32, F16: four vectors of 16 lanes; element ``e < n − n mod 64`` goes to lane ``e mod 16`` of vector
+      ``(e // 16) mod 4``: ``v[j][l] = fma(x[e], y[e], v[j][l])``; then ``(v0 + v2) + (v1 + v3)`` and
+      ``_mm512_reduce_add_ps``.  The leftover elements: F32 in float32, ``s = s + x[e]·y[e]`` (product rounded) for
+      whole groups of 8 (gcc's in-order vectorization of the loop) and ``s = fma(x[e], y[e], s)`` for the last
+      ``mod 8``; F16 ``s += x·y`` in float64.
+    * BF16 (``__AVX512BF16__``): two vectors ``c1``, ``c2`` of 16 lanes over steps of 64 — ``c1`` takes elements
+      ``i … i+31``, ``c2`` ``i+32 … i+63``, lane ``l`` the pair ``2l, 2l+1`` (:func:`_dpbf16`); ``s =
+      (double)reduce(c1) + (double)reduce(c2)``, leftovers ``s += x·y`` in float64.
+    """
+    if qtype == _F32:
+        n = x.shape[0] // 4
+    else:
+        n = x.shape[0] // 2
+    n64 = n - n % 64
+    for j in range(4):
+        for l in range(16):
+            lanes[j, l] = 0
+    if qtype == _BF16:
+        for i in range(0, n64, 64):
+            for l in range(16):
+                lanes[0, l] = _dpbf16(lanes[0, l], x, y, i + 2 * l)
+                lanes[1, l] = _dpbf16(lanes[1, l], x, y, i + 32 + 2 * l)
+        s = np.float64(_reduce_add_16(lanes[0])) + np.float64(_reduce_add_16(lanes[1]))
+        for e in range(n64, n):
+            s += np.float64(_float_elem(qtype, x, e) * _float_elem(qtype, y, e))
+        return np.float32(s)
+    for i in range(0, n64, 64):
+        for j in range(4):
+            for l in range(16):
+                e = i + 16 * j + l
+                lanes[j, l] = fma32(_float_elem(qtype, x, e), _float_elem(qtype, y, e), lanes[j, l])
+    for l in range(16):
+        lanes[0, l] = (lanes[0, l] + lanes[2, l]) + (lanes[1, l] + lanes[3, l])
+    r = _reduce_add_16(lanes[0])
+    if qtype == _F32:  # gcc vectorizes the leftover loop 8 products at a time, added in order, and fuses the rest
+        n8 = n - (n - n64) % 8
+        for e in range(n64, n8):
+            r = r + _float_elem(qtype, x, e) * _float_elem(qtype, y, e)
+        for e in range(n8, n):
+            r = fma32(_float_elem(qtype, x, e), _float_elem(qtype, y, e), r)
+        return r
+    s = np.float64(r)
+    for e in range(n64, n):
+        s += np.float64(_float_elem(qtype, x, e) * _float_elem(qtype, y, e))
     return np.float32(s)
 
 
 @kernel
-def vec_dot_f16(x, y):
-    """``ggml_vec_dot_f16`` (portable C): the products of two halves are exact in float32; summed in float64."""
-    s = 0.0
-    for i in range(x.shape[0] // 2):
-        s += np.float64(_f16(x, 2 * i) * _f16(y, 2 * i))
-    return np.float32(s)
-
-
-@kernel
-def vec_dot_bf16(x, y):
-    """``ggml_vec_dot_bf16`` (portable C): bf16 products in float32, summed in float64."""
-    s = 0.0
-    for i in range(x.shape[0] // 2):
-        a = bf16_to_fp32(np.int64(x[2 * i]) | (np.int64(x[2 * i + 1]) << 8))
-        b = bf16_to_fp32(np.int64(y[2 * i]) | (np.int64(y[2 * i + 1]) << 8))
-        s += np.float64(a * b)
-    return np.float32(s)
+def sgemm_dot_float(qtype, x, y, lanes):
+    """One output of llamafile's ``tinyBLAS`` (sgemm.cpp, AVX512: ``tinyBLAS<16, __m512, …>``; BF16 with
+    ``__AVX512BF16__``: ``tinyBLAS<32, __m512, __m512bh, …>``), which llama.cpp uses for F32 / F16 / BF16 weights
+    when a batch has 2 or more tokens: one vector of 16 lanes, lane ``l`` accumulating the elements ``e ≡ l
+    (mod 16)`` with ``fma`` in order (BF16: per step of 32, lane ``l`` the pair ``2l, 2l+1``, :func:`_dpbf16`);
+    the result ``_mm512_reduce_add_ps``.  ``lanes``: float32 scratch [4, 16]."""
+    if qtype == _F32:
+        n = x.shape[0] // 4
+    else:
+        n = x.shape[0] // 2
+    for l in range(16):
+        lanes[0, l] = 0
+    if qtype == _BF16:
+        for i in range(0, n, 32):
+            for l in range(16):
+                lanes[0, l] = _dpbf16(lanes[0, l], x, y, i + 2 * l)
+    else:
+        for i in range(0, n, 16):
+            for l in range(16):
+                lanes[0, l] = fma32(_float_elem(qtype, x, i + l), _float_elem(qtype, y, i + l), lanes[0, l])
+    return _reduce_add_16(lanes[0])
 
 
 ROWS_PER_TASK = 16  # weight rows per prange iteration (they share the scratch arrays): speed only, never results
@@ -586,12 +722,17 @@ ROWS_PER_TASK = 16  # weight rows per prange iteration (they share the scratch a
 
 @parallel_kernel
 def matmul(qtype, w, a, y):
-    """``y[t, r] = ggml_vec_dot(W[r], a[t])``: ``w`` uint8 [n_out, row_bytes] of ``qtype``, ``a`` uint8 [n_tok, …]
-    the activations already in the vec_dot_type, ``y`` float32 [n_tok, n_out].
+    """``y[t, r] = W[r] · a[t]`` as llama.cpp computes it: ``w`` uint8 [n_out, row_bytes] of ``qtype``, ``a`` uint8
+    [n_tok, …] the activations already in the vec_dot_type, ``y`` float32 [n_tok, n_out].
 
-    Parallel over tasks of ``ROWS_PER_TASK`` weight rows; every output is computed whole by one thread, in the
-    order :func:`_row_k` / :func:`_row_legacy` / :func:`vec_dot_f32` … give, so the thread count never changes a
-    bit.
+    The algorithm depends on the batch shape, as in ``ggml_compute_forward_mul_mat``: K-quants with 8 or more
+    activation rows take ggml-cpu's tiled kernel; F32 / F16 / BF16 weights with 2 or more rows, ``n_out`` a multiple
+    of 4 and ``n_in`` a multiple of the vector width (16 floats, 32 bf16) take llamafile's ``tinyBLAS``
+    (:func:`sgemm_dot_float`); everything else ``vec_dot``, one output at a time (:func:`_row_k`,
+    :func:`_row_legacy`, :func:`vec_dot_float`; Q4_0 / Q5_0 / Q8_0's ``tinyBLAS_Q0_AVX`` sums as their ``vec_dot``).
+
+    Parallel over tasks of ``ROWS_PER_TASK`` weight rows; every output is computed whole by one thread, so the
+    thread count never changes a bit.
     """
     n_out = w.shape[0]
     n_tok = a.shape[0]
@@ -600,25 +741,27 @@ def matmul(qtype, w, a, y):
     ah = a.view(np.uint16)
     is_k = qtype == _Q2_K or qtype == _Q3_K or qtype == _Q4_K or qtype == _Q5_K or qtype == _Q6_K
     is_float = qtype == _F32 or qtype == _F16 or qtype == _BF16
+    tiled = is_k and n_tok >= 8
+    n_in = w.shape[1] // 4 if qtype == _F32 else w.shape[1] // 2
+    sgemm = is_float and n_tok >= 2 and n_out % 4 == 0 and n_in % (32 if qtype == _BF16 else 16) == 0
     for task in prange((n_out + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         acc = np.empty(32, np.int32)
         scales = np.empty(16, np.int32)
         mins = np.empty(16, np.int32)
-        sums = np.empty((n_tok, 8), np.float32)
+        sums = np.empty((n_tok, 12), np.float32)
         sumf = np.empty(n_tok, np.float32)
+        lanes = np.empty((4, 16), np.float32)
         for r in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_out)):
             if is_k:
-                _row_k(qtype, w[r], a16, ah, a8, y, r, acc, scales, mins, sums, sumf)
+                _row_k(qtype, w[r], a16, ah, a8, y, r, acc, scales, mins, sums, sumf, tiled)
             elif is_float:
                 for t in range(n_tok):
-                    if qtype == _F32:
-                        y[t, r] = vec_dot_f32(w[r], a[t])
-                    elif qtype == _F16:
-                        y[t, r] = vec_dot_f16(w[r], a[t])
+                    if sgemm:
+                        y[t, r] = sgemm_dot_float(qtype, w[r], a[t], lanes)
                     else:
-                        y[t, r] = vec_dot_bf16(w[r], a[t])
+                        y[t, r] = vec_dot_float(qtype, w[r], a[t], lanes)
             else:
-                _row_legacy(qtype, w[r], ah, a8, y, r, acc, sumf)
+                _row_legacy(qtype, w[r], ah, a8, y, r, acc, sums, sumf)
 
 
 def vec_dot(qtype, w: np.ndarray, a: np.ndarray) -> np.float32:
@@ -666,56 +809,242 @@ def store_fp16(x, cache, pos0):
                 cache[g, pos0 + t, d] = fp32_to_fp16(x[t, g, d])
 
 
-@parallel_kernel
-def flash_attn_ext_f16(q, k_cache, v_cache, pos0, window, out):
-    """llama.cpp's CPU flash attention (``ggml_compute_forward_flash_attn_ext_f16_one_chunk``) with F16 K and V.
+@kernel
+def _vec_dot_f16_q(k, q16):
+    """``ggml_vec_dot_f16`` of the F16 bits ``k`` with the halves ``q16`` (float32 values): the F16 case of
+    :func:`vec_dot_float` — four vectors of 16 lanes with ``fma`` over steps of 64, ``(v0 + v2) + (v1 + v3)``,
+    ``_mm512_reduce_add_ps``, leftovers added in float64."""
+    n = k.shape[0]
+    acc = np.zeros((4, 16), np.float32)
+    n64 = n - n % 64
+    for i in range(0, n64, 64):
+        for j in range(4):
+            for l in range(16):
+                e = i + 16 * j + l
+                acc[j, l] = fma32(FP16_TO_FP32[k[e]], q16[e], acc[j, l])
+    for l in range(16):
+        acc[0, l] = (acc[0, l] + acc[2, l]) + (acc[1, l] + acc[3, l])
+    s = np.float64(_reduce_add_16(acc[0]))
+    for e in range(n64, n):
+        s += np.float64(FP16_TO_FP32[k[e]] * q16[e])
+    return np.float32(s)
 
-    ``q``: float32 [n_tok, n_head, D], rotated and already multiplied by ``1/sqrt(D)``; ``k_cache``, ``v_cache``:
-    uint16 fp16 bits [n_head_kv, n_cache, D]; ``out``: float32 [n_tok, n_head, D].  For each query (keys
-    ``p − window < j ≤ p`` as in :func:`refllm.model.kernels.attention`), with ``q16 = fp16(q)``::
 
-        s = Σ_d k_j[d] · q16[d]                  (float64 sum of exact float32 products; kq_scale 1)
-        if s > M:  ms = expf(M − s), M = s, acc = fp16(acc · ms), vs = 1
+@kernel
+def _fma_fp16(x, y, z):
+    """``x·y + z`` of half-precision values (held as float32) rounded once to half precision — one lane of
+    ``_mm512_fmadd_ph``.  The product is exact in float32 and the sum exact (or, far below the half's precision,
+    harmless) in float64; that sum is rounded to float32 *to odd*, so the final rounding to half is correct."""
+    d = np.float64(x * y) + np.float64(z)
+    f = np.float32(d)
+    if np.float64(f) != d:
+        bits = float32_bits(f)
+        if bits & 1 == 0:
+            bits = bits + 1 if abs(d) > abs(np.float64(f)) else bits - 1
+            f = float32_from_bits(bits)
+    return round_fp16(f)
+
+
+F16_STEP = 128  # GGML_F16_STEP with __AVX512FP16__: ggml_vec_mad_f16 / ggml_vec_scale_f16 use half vectors
+
+
+@kernel
+def _flash_attn_one_chunk(q, k_cache, v_cache, t, h, g, first, p, out):
+    """One query row of ``ggml_compute_forward_flash_attn_ext_f16_one_chunk`` (fewer than 64 queries in the batch):
+    ``q16 = fp16(q)``; for each key ``j``::
+
+        s = ggml_vec_dot_f16(k_j, q16)                                 (:func:`_vec_dot_f16_q`; kq_scale 1)
+        if s > M:  ms = expf(M − s), M = s, acc = acc ⊙ ms, vs = 1
         else:      ms = 1, vs = expf(s − M)
-        acc = fp16(acc + v_j · vs)                 (elementwise, the accumulator is half precision)
-        S = S · ms + vs
+        acc = acc + v_j · vs                                           (ggml_vec_mad_f16)
+        S = fma(S, ms, vs)
+        out = acc · (1 / S)
+
+    ``acc`` (VKQ16) is half precision.  The AVX512-FP16 build does the first ``D − D mod 128`` elements in half
+    vectors — ``acc = fp16(acc · fp16(ms))``, ``acc = fma_ph(v, fp16(vs), acc)`` (:func:`_fma_fp16`) — and the
+    rest in float: ``acc = fp16(acc · ms)``, ``acc = fp16(fma(v, vs, acc))``.
+    """
+    head_dim = q.shape[2]
+    n_vec = head_dim - head_dim % F16_STEP
+    q16 = np.empty(head_dim, np.float32)
+    for d in range(head_dim):
+        q16[d] = round_fp16(q[t, h, d])
+    acc = np.zeros(head_dim, np.float32)  # VKQ16, held as the float32 values of halves
+    big_s = _ZERO
+    big_m = np.float32(-np.inf)
+    for j in range(first, p + 1):
+        s = _vec_dot_f16_q(k_cache[g, j], q16)
+        ms = _ONE
+        vs = _ONE
+        if s > big_m:
+            ms = expf(big_m - s)
+            big_m = s
+            ms16 = round_fp16(ms)
+            for d in range(n_vec):
+                acc[d] = round_fp16(acc[d] * ms16)
+            for d in range(n_vec, head_dim):
+                acc[d] = round_fp16(acc[d] * ms)
+        else:
+            vs = expf(s - big_m)
+        vj = v_cache[g, j]
+        vs16 = round_fp16(vs)
+        for d in range(n_vec):
+            acc[d] = _fma_fp16(FP16_TO_FP32[vj[d]], vs16, acc[d])
+        for d in range(n_vec, head_dim):
+            acc[d] = round_fp16(fma32(FP16_TO_FP32[vj[d]], vs, acc[d]))
+        big_s = fma32(big_s, ms, vs)
+    s_inv = _ONE / big_s if big_s != _ZERO else _ZERO
+    for d in range(head_dim):
+        out[t, h, d] = acc[d] * s_inv
+
+
+FA_TILE = 64  # GGML_FA_TILE_Q = GGML_FA_TILE_KV (ggml-cpu/common.h)
+
+
+@kernel
+def _flash_attn_tiled(q, k_cache, v_cache, t, h, g, first, p, kq, out):
+    """One query row of ``ggml_compute_forward_flash_attn_ext_tiled`` (64 or more queries in the batch): Q stays
+    float32, the keys go in tiles of 64 (``ic = 0, 64, …``; a tile with no visible key is skipped), ``kq`` float32
+    [64] is scratch.  Per tile (``kq[tk] = −∞`` for keys that are masked)::
+
+        kq[tk] = fma(k[D−1], q[D−1], … fma(k[0], q[0], 0))              (simd_gemm: fma in order of d)
+        Mnew = max(M, max(kq));  if Mnew > M:  ms = expf(M − Mnew), acc = acc · ms, S = S · ms
+        M = Mnew
+        kq[tk] = v_expf(kq[tk] − M)                                    (the AVX512 ggml_v_expf, :func:`v_expf`)
+        S = S + Σ_4 (double)reduce_add(kq[16m … 16m+15])              (ggml_vec_soft_max_f32, sum in float64)
+        acc[d] = fma(v_tk[d], kq[tk], acc[d])   for tk in order        (simd_gemm)
         out = acc · (1 / S)
     """
-    n_tok, n_head, head_dim = q.shape
+    head_dim = q.shape[2]
+    acc = np.zeros(head_dim, np.float32)  # VKQ32
+    big_s = _ZERO
+    big_m = np.float32(-np.inf)
+    for ic in range(first - first % FA_TILE, p + 1, FA_TILE):
+        tile_max = np.float32(-np.inf)
+        for tk in range(FA_TILE):
+            j = ic + tk
+            if j < first or j > p:
+                kq[tk] = np.float32(-np.inf)
+                continue
+            kj = k_cache[g, j]
+            s = _ZERO
+            for d in range(head_dim):
+                s = fma32(FP16_TO_FP32[kj[d]], q[t, h, d], s)
+            kq[tk] = s
+            tile_max = max(tile_max, s)
+        m_new = max(big_m, tile_max)
+        if m_new > big_m:
+            ms = expf(big_m - m_new)
+            for d in range(head_dim):
+                acc[d] = acc[d] * ms
+            big_s = big_s * ms
+        big_m = m_new
+        total = 0.0
+        for m16 in range(FA_TILE // 16):
+            for l in range(16):
+                kq[16 * m16 + l] = v_expf(kq[16 * m16 + l] - big_m)
+            total += np.float64(_reduce_add_16(kq[16 * m16:16 * m16 + 16]))
+        big_s = np.float32(np.float64(big_s) + total)
+        for tk in range(FA_TILE):
+            j = ic + tk
+            if j < first or j > p:
+                continue
+            vj = v_cache[g, j]
+            w = kq[tk]
+            for d in range(head_dim):
+                acc[d] = fma32(FP16_TO_FP32[vj[d]], w, acc[d])
+    s_inv = _ONE / big_s if big_s != _ZERO else _ZERO
+    for d in range(head_dim):
+        out[t, h, d] = acc[d] * s_inv
+
+
+@parallel_kernel
+def flash_attn_ext_f16(q, k_cache, v_cache, pos0, window, tiled, out):
+    """llama.cpp's CPU flash attention (``ggml_compute_forward_flash_attn_ext_f16``) with F16 K and V.
+
+    ``q``: float32 [n_tok, n_head, D], rotated and already multiplied by ``1/sqrt(D)``; ``k_cache``, ``v_cache``:
+    uint16 fp16 bits [n_head_kv, n_cache, D]; ``out``: float32 [n_tok, n_head, D].  Query ``t`` (position
+    ``p = pos0 + t``) of head ``h`` sees the keys ``p − window < j ≤ p`` of KV head ``h // (n_head / n_head_kv)``.
+    ``tiled`` chooses the algorithm as llama.cpp does by the number of queries in the batch: 64 or more
+    (``GGML_FA_TILE_Q``) :func:`_flash_attn_tiled`, else :func:`_flash_attn_one_chunk`.
+    """
+    n_tok, n_head = q.shape[0], q.shape[1]
     group = n_head // k_cache.shape[0]
     for job in prange(n_tok * n_head):
         t = job // n_head
         h = job - t * n_head
-        g = h // group
         p = pos0 + t
         first = 0
         if window > 0 and p - window + 1 > 0:
             first = p - window + 1
-        q16 = np.empty(head_dim, np.float32)
-        for d in range(head_dim):
-            q16[d] = round_fp16(q[t, h, d])
-        acc = np.zeros(head_dim, np.float32)  # VKQ16, held as the float32 values of halves
-        big_s = _ZERO
-        big_m = np.float32(-np.inf)
-        for j in range(first, p + 1):
-            kj = k_cache[g, j]
-            s64 = 0.0
-            for d in range(head_dim):
-                s64 += np.float64(FP16_TO_FP32[kj[d]] * q16[d])
-            s = np.float32(s64)
-            ms = _ONE
-            vs = _ONE
-            if s > big_m:
-                ms = np.exp(big_m - s)
-                big_m = s
-                for d in range(head_dim):
-                    acc[d] = round_fp16(acc[d] * ms)
-            else:
-                vs = np.exp(s - big_m)
-            vj = v_cache[g, j]
-            for d in range(head_dim):
-                acc[d] = round_fp16(acc[d] + FP16_TO_FP32[vj[d]] * vs)
-            big_s = big_s * ms + vs
-        s_inv = _ONE / big_s if big_s != _ZERO else _ZERO
-        for d in range(head_dim):
-            out[t, h, d] = acc[d] * s_inv
+        if tiled:
+            kq = np.empty(FA_TILE, np.float32)
+            _flash_attn_tiled(q, k_cache, v_cache, t, h, h // group, first, p, kq, out)
+        else:
+            _flash_attn_one_chunk(q, k_cache, v_cache, t, h, h // group, first, p, out)
+
+
+# -- RoPE and SwiGLU as the build compiles them ---------------------------------------------------------------------
+
+
+@parallel_kernel
+def rope_neox(x, cos, sin, n_rot):
+    """``ggml_rope`` NeoX in place as gcc compiles ``rotate_pairs`` (``-ffp-contract=fast``): for ``i < n_rot/2``
+    ``y[i] = fma(x[i], cos, −(x[i+h]·sin))``, ``y[i+h] = fma(x[i], sin, x[i+h]·cos)``.  ``x``: float32
+    [n_tok, n_heads, head_dim]; ``cos``, ``sin``: float32 [n_tok, n_rot/2]."""
+    half = n_rot // 2
+    for t in prange(x.shape[0]):
+        for hh in range(x.shape[1]):
+            for i in range(half):
+                a = x[t, hh, i]
+                b = x[t, hh, i + half]
+                x[t, hh, i] = fma32(a, cos[t, i], -(b * sin[t, i]))
+                x[t, hh, i + half] = fma32(a, sin[t, i], b * cos[t, i])
+
+
+# the constants of ggml_v_expf, written as in vec.h
+_EXP_SHIFT = np.float32(float.fromhex("0x1.8p23"))
+_LOG2E = np.float32(float.fromhex("0x1.715476p+0"))
+_LN2_HI = np.float32(float.fromhex("0x1.62e4p-1"))
+_LN2_LO = np.float32(float.fromhex("0x1.7f7d1cp-20"))
+_EXP_C0 = np.float32(float.fromhex("0x1.0e4020p-7"))
+_EXP_C1 = np.float32(float.fromhex("0x1.573e2ep-5"))
+_EXP_C2 = np.float32(float.fromhex("0x1.555e66p-3"))
+_EXP_C3 = np.float32(float.fromhex("0x1.fffdb6p-2"))
+_EXP_C4 = np.float32(float.fromhex("0x1.ffffecp-1"))
+
+
+@kernel
+def v_expf(x):
+    """One lane of the AVX512 ``ggml_v_expf`` (vec.h)::
+
+        n = fma(x, log2e, 0x1.8p23) − 0x1.8p23                  (x · log2 e rounded to an integer)
+        b = fma(−n, ln2_lo, fma(−n, ln2_hi, x))
+        u = b · b
+        j = fma(fma(fma(c0, b, c1), u, fma(c2, b, c3)), u, fma(c4, b, 1))
+        exp(x) ≈ j · 2ⁿ  (``_mm512_scalef_ps``: one rounding);  0 if n < −192, ∞ if n > 192
+    """
+    n = fma32(x, _LOG2E, _EXP_SHIFT) - _EXP_SHIFT
+    if abs(n) > np.float32(192.0):
+        return _ZERO if n <= _ZERO else np.float32(np.inf)
+    b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
+    u = b * b
+    j = fma32(fma32(fma32(_EXP_C0, b, _EXP_C1), u, fma32(_EXP_C2, b, _EXP_C3)), u, fma32(_EXP_C4, b, _ONE))
+    return np.float32(np.float64(j) * np.power(2.0, np.float64(n)))
+
+
+@parallel_kernel
+def swiglu(gate_up, out):
+    """``ggml_vec_swiglu_f32`` (AVX512) on the fused ``ffn_up`` output: ``out[t, i] = silu(g) · u`` with
+    ``g = gate_up[t, i]``, ``u = gate_up[t, n_ff + i]``; for the elements in whole groups of 16
+    ``silu(g) = g / (1 + v_expf(0 − g))`` (:func:`v_expf`), for the rest ``g / (1 + expf(−g))``.
+    ``gate_up``: float32 [n_tok, 2·n_ff]; ``out``: float32 [n_tok, n_ff]."""
+    n_tok, n_ff = out.shape
+    n16 = n_ff - n_ff % 16
+    for t in prange(n_tok):
+        for i in range(n16):
+            g = gate_up[t, i]
+            out[t, i] = (g / (_ONE + v_expf(_ZERO - g))) * gate_up[t, n_ff + i]
+        for i in range(n16, n_ff):
+            g = gate_up[t, i]
+            out[t, i] = (g / (_ONE + expf(-g))) * gate_up[t, n_ff + i]

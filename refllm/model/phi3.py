@@ -20,9 +20,10 @@ The weights stay in their GGUF types inside the mmap.  Two numeric modes (see do
 
 * ``f32`` — every activation and the KV cache are float32; the matrix products decode a few weight rows at a time
   and multiply in float32 (:mod:`refllm.model.kernels`).  The readable reference; it agrees with transformers.
-* ``ggml`` — llama.cpp's CPU arithmetic: activations quantized to the weight type's dot-product partner before every
-  matrix product, integer dot products, an F16 KV cache and llama.cpp's flash attention
-  (:mod:`refllm.model.ggml_kernels`).
+* ``ggml`` — llama.cpp's CPU arithmetic as its x86-64 AVX512 build computes it: activations quantized to the weight
+  type's dot-product partner before every matrix product, integer dot products with the SIMD kernels' float order,
+  an F16 KV cache and llama.cpp's flash attention, each algorithm chosen by batch shape as llama.cpp chooses it
+  (:mod:`refllm.model.ggml_kernels`).  Its logits are llama.cpp's, bit for bit, on such a build.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from . import ggml_kernels, kernels, rope
 from .params import Phi3Params
 
 MODES = ("f32", "ggml")
+N_UBATCH = 512  # llama.cpp's default n_ubatch: the ggml mode evaluates longer calls in pieces of this size
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,15 @@ class Phi3Model:
     def _eval(self, ids: np.ndarray, pos0: int, *, logits: bool, last_only: bool = False) -> np.ndarray | None:
         p = self.params
         n = ids.size
+        if self.mode == "ggml" and n > N_UBATCH:  # llama.cpp evaluates a batch in ubatches of n_ubatch tokens
+            parts = []
+            for i in range(0, n, N_UBATCH):
+                last = i + N_UBATCH >= n
+                out = self._eval(ids[i:i + N_UBATCH], pos0 + i, logits=logits and (last or not last_only),
+                                 last_only=last_only)
+                if out is not None:
+                    parts.append(out)
+            return np.concatenate(parts) if logits else None
         self.cache.reserve(pos0 + n)
         h = np.empty((n, p.n_embd), np.float32)  # h: [n, E], the residual stream
         kernels.get_rows(int(self.token_embd.qtype), self.token_embd.rows, ids, h)
@@ -325,8 +336,9 @@ class Phi3Model:
         q = np.ascontiguousarray(q).reshape(n, H, D)  # q: [n, H, D]
         k = np.ascontiguousarray(k).reshape(n, Hkv, D)  # k: [n, Hkv, D]
         v = v.reshape(n, Hkv, D)  # v: [n, Hkv, D]
-        kernels.rope_neox(q, cos, sin, p.n_rot)
-        kernels.rope_neox(k, cos, sin, p.n_rot)
+        rope_neox = kernels.rope_neox if self.mode == "f32" else ggml_kernels.rope_neox
+        rope_neox(q, cos, sin, p.n_rot)
+        rope_neox(k, cos, sin, p.n_rot)
         self.cb(q, "Qcur", il)
         self.cb(k, "Kcur", il)
         self.cb(v, "Vcur", il)
@@ -339,7 +351,7 @@ class Phi3Model:
         self.cb(x, "ffn_norm", il)
         gate_up = self._linear(layer.ffn_up, x)  # [n, 2F]
         act = np.empty((n, p.n_ff), np.float32)  # [n, F]
-        kernels.swiglu(gate_up, act)
+        (kernels.swiglu if self.mode == "f32" else ggml_kernels.swiglu)(gate_up, act)
         ffn_out = self._linear(layer.ffn_down, act)  # [n, E]
         self.cb(ffn_out, "ffn_out", il)
         h = h + ffn_out
@@ -393,7 +405,8 @@ class Phi3Model:
             ggml_kernels.store_fp16(np.ascontiguousarray(k), k_cache, pos0)
             ggml_kernels.store_fp16(np.ascontiguousarray(v), v_cache, pos0)
             q = q * (np.float32(1.0) / np.sqrt(np.float32(D)))  # ggml_scale(Q, 1.0f / sqrtf(D))
-            ggml_kernels.flash_attn_ext_f16(q, k_cache, v_cache, pos0, self.window, a)
+            tiled = n >= ggml_kernels.FA_TILE  # llama.cpp's tiled algorithm from 64 queries in the batch
+            ggml_kernels.flash_attn_ext_f16(q, k_cache, v_cache, pos0, self.window, tiled, a)
         return a
 
 

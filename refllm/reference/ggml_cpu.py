@@ -3,7 +3,9 @@
 
 * :func:`from_float` — ``type_traits_cpu[type].from_float`` (the x86 build's activation quantizers);
 * :func:`vec_dot` — ``type_traits_cpu[type].vec_dot`` (the SIMD dot product the build runs), or with
-  ``generic=True`` the portable ``ggml_vec_dot_<w>_<a>_generic`` of ggml-cpu/quants.c (exported by the library).
+  ``generic=True`` the portable ``ggml_vec_dot_<w>_<a>_generic`` of ggml-cpu/quants.c (exported by the library);
+* :func:`swiglu`, :func:`soft_max` — ``ggml_vec_swiglu_f32``, ``ggml_vec_soft_max_f32`` (the SIMD exponential);
+* :func:`features` — the SIMD extensions the build was compiled with.
 """
 
 from __future__ import annotations
@@ -74,3 +76,40 @@ def vec_dot(qtype, w: np.ndarray, a: np.ndarray, n: int, *, generic: bool = Fals
     s = np.zeros(1, np.float32)
     fn(n, s.ctypes.data, 0, w.ctypes.data, 0, a.ctypes.data, 0, 1)
     return s[0]
+
+
+def swiglu(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``ggml_vec_swiglu_f32``: ``silu(x) · g`` as the build computes it (its SIMD ``ggml_v_silu``)."""
+    fn = library().ggml_vec_swiglu_f32
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    fn.restype = None
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    g = np.ascontiguousarray(g, dtype=np.float32).reshape(-1)
+    y = np.empty_like(x)
+    fn(x.size, y.ctypes.data, x.ctypes.data, g.ctypes.data)
+    return y
+
+
+def soft_max(x: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
+    """``ggml_vec_soft_max_f32``: ``y = exp(x − max)`` (the build's SIMD ``ggml_v_expf``) and their float64 sum."""
+    fn = library().ggml_vec_soft_max_f32
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float]
+    fn.restype = ctypes.c_double
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    y = np.empty_like(x)
+    total = fn(x.size, y.ctypes.data, x.ctypes.data, max_value)
+    return y, total
+
+
+def features() -> set[str]:
+    """The x86 SIMD extensions the build was compiled with (``ggml_cpu_has_<name>``): refllm's ``ggml`` mode follows
+    an AVX512 build (``avx512``, ``avx512_vnni``, ``avx512_bf16``; with ``-march=native`` on a CPU that has them)."""
+    lib = library()
+    names = ("avx", "avx2", "fma", "f16c", "avx512", "avx512_vnni", "avx512_bf16", "avx512_vbmi", "avx_vnni")
+    found = set()
+    for name in names:
+        fn = getattr(lib, f"ggml_cpu_has_{name}")
+        fn.restype = ctypes.c_int
+        if fn():
+            found.add(name)
+    return found
