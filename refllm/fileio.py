@@ -1,7 +1,8 @@
 """File helpers shared by the readers and writers: atomic output and checksums.
 
-Atomic output: write beside the target under a temporary name, rename over the target at the end.  An error or Ctrl-C while writing leaves no file at the target (and an old target untouched); the finished file gets
-the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), not ``mkstemp``'s private 0600.
+Atomic output: write beside the target under a temporary name, rename over the target at the end.  An error or
+Ctrl-C while writing leaves no file at the target (and an old target untouched); the finished file gets the
+permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), not ``mkstemp``'s private 0600.
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ from .format import (MODEL_TENSORS, check_output_dir, parse_selection, split_nam
                      write_golden)
 
 
+# what the ggml mode's arithmetic is bit-exact with (docs/phi3.md, "Numeric modes")
+GGML_NUMERICS = ("the x86-64 CPU backend built by gcc with -march=native on an AVX512 (F, VL, DQ, BW, VNNI, BF16, "
+                 "FP16) CPU, llama.cpp's default settings (F16 KV cache, flash attention, n_ubatch 512, tiled mul_mat)")
+
+
 def environment() -> dict:
     """The software versions and platform that made a golden."""
     return {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
@@ -37,7 +42,8 @@ def environment() -> dict:
 
 def reference_info() -> dict:
     """The llama.cpp refllm follows (and whose graph names a model golden's tensors carry)."""
-    return {"llama_cpp_commit": LLAMA_CPP_COMMIT, "vendored_in": f"{SDIST_PACKAGE}=={SDIST_VERSION}"}
+    return {"llama_cpp_commit": LLAMA_CPP_COMMIT, "vendored_in": f"{SDIST_PACKAGE}=={SDIST_VERSION}",
+            "ggml_numerics": GGML_NUMERICS}
 
 
 class _Collector:
