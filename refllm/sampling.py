@@ -220,7 +220,8 @@ def temperature(c: Candidates, temp: float) -> Candidates:
         best = int(np.argmax(c.logits))
         logits[best] = c.logits[best]
     else:
-        logits = c.logits / temp
+        with np.errstate(over="ignore"):  # a tiny temperature overflows to ±inf, as the float32 division in C does
+            logits = c.logits / temp
     return Candidates(c.ids, logits, c.sorted)
 
 
