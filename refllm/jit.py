@@ -15,6 +15,10 @@ rows with ``prange``).  The settings are the same everywhere and chosen for repr
 
 With ``NUMBA_DISABLE_JIT=1`` the decorators return the plain Python functions and ``prange`` is ``range``: the
 kernels then run (slowly) as ordinary Python, which is how the test suite checks that they are plain Python.
+
+Besides the decorators this module holds the few operations Numba has no spelling for (bit casts of float32,
+:func:`fma32`, C's ``expf``); the SIMD building blocks of the K-quant dot products (``maddubs``, ``madd``,
+``fmadd_ps`` … as LLVM vector IR, each with its Python definition) are in :mod:`refllm.simd`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from llvmlite import ir
 from numba import prange
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 __all__ = ["kernel", "parallel_kernel", "prange", "num_threads", "set_num_threads", "float32_bits",
            "float32_from_bits", "fma32", "expf"]
@@ -96,38 +100,39 @@ else:
 
 
 # -- fused multiply-add (C's ``fmaf``, the ``_mm256_fmadd_ps`` of ggml's x86 SIMD code) -----------------------------
-# ``a·b + c`` rounded once to float32.  Without JIT: the product of two float32 is exact in float64, and the float64
+# ``a·b + c`` rounded once to float32.  In Python: the product of two float32 is exact in float64, and the float64
 # sum is rounded to odd (the exact error of the sum decides the last bit), so the rounding to float32 is correct.
+# Compiled (an overload of the same function, so that Python code can call it too): ``llvm.fma.f32``.
 
-if numba.config.DISABLE_JIT:
 
-    def fma32(a, b, c) -> np.float32:
-        """``a·b + c`` of float32 values with a single rounding to float32."""
-        p = float(np.float32(a)) * float(np.float32(b))  # exact
-        c = float(np.float32(c))
-        s = p + c
-        bp = s - c
-        err = (p - bp) + (c - (s - bp))  # TwoSum: s + err == p + c exactly
-        if err != 0.0:
-            bits = np.float64(s).view(np.int64)
-            if bits & 1 == 0:  # round to odd: step one ulp towards the exact value
-                s = float(np.nextafter(s, np.inf if err > 0 else -np.inf))
-        return np.float32(s)
+def fma32(a, b, c) -> np.float32:
+    """``a·b + c`` of float32 values with a single rounding to float32."""
+    p = float(np.float32(a)) * float(np.float32(b))  # exact
+    c = float(np.float32(c))
+    s = p + c
+    bp = s - c
+    err = (p - bp) + (c - (s - bp))  # TwoSum: s + err == p + c exactly
+    if err != 0.0:
+        bits = np.float64(s).view(np.int64)
+        if bits & 1 == 0:  # round to odd: step one ulp towards the exact value
+            s = float(np.nextafter(s, np.inf if err > 0 else -np.inf))
+    return np.float32(s)
 
-else:
 
-    @intrinsic
-    def fma32(typingctx, a, b, c):
-        """``a·b + c`` of float32 values with a single rounding to float32 (``llvm.fma.f32``)."""
-        if not (a == b == c == types.float32):
-            return None
+@intrinsic
+def _fma32(typingctx, a, b, c):
+    if not (a == b == c == types.float32):
+        return None
 
-        def codegen(context, builder, signature, args):
-            f32 = ir.FloatType()
-            fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
-            return builder.call(fn, args)
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
+        return builder.call(fn, args)
 
-        return types.float32(types.float32, types.float32, types.float32), codegen
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+overload(fma32)(lambda a, b, c: lambda a, b, c: _fma32(a, b, c))
 
 
 # -- C's expf -------------------------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@ llama.cpp does.  The orders are part of the numerics a golden file records, so e
   (:func:`_row_legacy`).
 * **Q2_K … Q6_K, fewer than 8 tokens** (x86 ``ggml_vec_dot_<type>_q8_K``, ``__AVX2__`` branch): eight lanes, lane
   ``l`` the integer sum of the 32-element columns ``4l … 4l+3``; per super-block ``acc[l] = fma(d, sumi_l, acc[l])``
-  with ``d = dy·fp16(x.d)``, and the mins as each kernel has them (:func:`_row_k`).
+  with ``d = dy·fp16(x.d)``, and the mins as each kernel has them (:func:`_row_k`; Q4_K and Q6_K written as ggml's
+  AVX2 loops with the SIMD blocks of :mod:`refllm.simd`, :func:`vec_dot_q4_K_q8_K`, :func:`vec_dot_q6_K_q8_K`).
 * **Q2_K … Q6_K, 8 or more tokens** (ggml-cpu's tiled kernel, AVX512-VNNI microkernel): per super-block
-  ``r = float(s1)·fp16(x.d)``, ``r = fma(−fp16(x.dmin), s2, r)``, ``y = fma(r, dy, y)`` (:func:`_row_k`).
+  ``r = float(s1)·fp16(x.d)``, ``r = fma(−fp16(x.dmin), s2, r)``, ``y = fma(r, dy, y)`` (:func:`_row_k`,
+  :func:`_tiled_q4_K`, :func:`_tiled_q6_K`).
 * **F32 / F16 / BF16**: one token, AVX512 ``ggml_vec_dot_f32 / _f16 / _bf16`` (:func:`vec_dot_float`); 2 or more
   tokens, llamafile's ``tinyBLAS`` (:func:`sgemm_dot_float`).
 * **Flash attention** (``ggml_compute_forward_flash_attn_ext_f16``; K and V cached in F16, Q already multiplied by
@@ -56,6 +58,26 @@ from ..quants.common import (
     nearest_int,
 )
 from ..quants.k_quants import quantize_row_q8_K_ref
+from ..simd import (
+    broadcast_epi16_halves,
+    cvtepi8_epi16,
+    cvtepi32_ps,
+    cvtepu8_epi16_set_epi32,
+    extracti128_hi,
+    fmadd_ps,
+    hadd_epi16_halves,
+    hsum_epi32,
+    hsum_float_4,
+    hsum_float_8,
+    loadu_i8,
+    loadu_i16,
+    loadu_u8,
+    madd,
+    maddubs,
+    repeat_epi16_hi,
+    setzero_epi32,
+    setzero_ps,
+)
 
 # ggml type ids as plain ints (Numba compares them as constants)
 _F32 = int(GGMLType.F32)
@@ -96,12 +118,6 @@ _127 = np.float32(127.0)
 def _f16(b, off):
     """The fp16 at byte ``off`` of ``b`` as float32 (``GGML_CPU_FP16_TO_FP32``)."""
     return FP16_TO_FP32[np.int64(b[off]) | (np.int64(b[off + 1]) << 8)]
-
-
-@kernel
-def _i8(v):
-    """A byte read as ``int8_t``."""
-    return (np.int64(v) ^ 128) - 128
 
 
 @kernel
@@ -207,7 +223,9 @@ def quantize_activations(vtype, x, out):
 # products of the elements ``c, c + 32, …, c + 224`` — because that loop vectorizes; integer sums are exact in any
 # order, and the eight int32 lanes of the x86 kernels (lane ``l`` holds the elements whose index mod 32 is in
 # ``4l … 4l+3``) are sums of four neighbouring columns.  The float operations are the x86 kernels', one by one, in
-# their order (:func:`_row_k`, :func:`_row_legacy`).
+# their order (:func:`_row_k`, :func:`_row_legacy`).  Q4_K and Q6_K, the types of the usual Q4_K_M files, go
+# further: their integer sums use ggml's own AVX2 instructions (``vpmaddubsw``, ``vpmaddwd``) through
+# :mod:`refllm.simd` (:func:`_row_q46_K`).
 #
 # Speed notes (each checked in the generated assembly): the quants are read as ``x[_ix(offset + l)]`` — a signed
 # index makes Numba add a negative-index check to every access, which keeps LLVM from vectorizing; every index here
@@ -249,8 +267,8 @@ def _act_f32(ah, t, k):
 
 
 @kernel
-def _scales_q45_K(x, o, scales, mins):
-    """Q4_K, Q5_K: the 6-bit scales and mins of the 8 sub-blocks of 32 (``get_scale_min_k4``) from the 12 bytes
+def _scales_q5_K(x, o, scales, mins):
+    """Q5_K: the 6-bit scales and mins of the 8 sub-blocks of 32 (``get_scale_min_k4``) from the 12 bytes
     ``b`` at ``o + 4`` — for ``j < 4`` ``b[j] & 63`` and ``b[j + 4] & 63``, else the low / high nibble of
     ``b[j + 4]`` with the top two bits of ``b[j − 4]`` / ``b[j]``."""
     for j in range(4):
@@ -261,13 +279,6 @@ def _scales_q45_K(x, o, scales, mins):
         mins[j] = b4 & _I63
         scales[j + 4] = (b8 & _I15) | ((b0 >> _I6) << _I4)
         mins[j + 4] = (b8 >> _I4) | ((b4 >> _I6) << _I4)
-
-
-@kernel
-def _scales_q6_K(x, o, scales):
-    """Q6_K: the signed 8-bit scales of the 16 sub-blocks of 16, at ``o + 192``."""
-    for s in range(16):
-        scales[s] = _i8(x[o + 192 + s])
 
 
 @kernel
@@ -300,64 +311,30 @@ def _scales_q2_K(x, o, scales, mins):
 
 
 @kernel
-def _columns_q45_K(x, o, scales, a8, t, ao, acc, has_qh):
-    """Q4_K: element ``64k + l`` is the low nibble of ``qs[32k + l]`` (``qs`` at 16), ``64k + 32 + l`` its high
-    nibble.  Q5_K (``has_qh``; ``qs`` at 48) adds bit ``2k`` / ``2k + 1`` of ``qh[l]`` (at 16) as fifth bit."""
+def _columns_q5_K(x, o, scales, a8, t, ao, acc):
+    """Q5_K: element ``64k + l`` is the low nibble of ``qs[32k + l]`` (``qs`` at 48), ``64k + 32 + l`` its high
+    nibble, with bit ``2k`` / ``2k + 1`` of ``qh[l]`` (at 16) as fifth bit."""
     n32 = acc.shape[0]  # 32 at run time: a loop with a constant trip count would be unrolled, not vectorized
     s0, s1, s2, s3, s4, s5, s6, s7 = _eight_scales(scales, 1, 0, False)
-    qs = o + (48 if has_qh else 16)
     for c in range(n32):
-        v0 = np.int32(x[_ix(qs + c)])
-        v1 = np.int32(x[_ix(qs + 32 + c)])
-        v2 = np.int32(x[_ix(qs + 64 + c)])
-        v3 = np.int32(x[_ix(qs + 96 + c)])
-        if not has_qh:
-            q0, q1, q2, q3 = v0 & _I15, v0 >> _I4, v1 & _I15, v1 >> _I4
-            q4, q5, q6, q7 = v2 & _I15, v2 >> _I4, v3 & _I15, v3 >> _I4
-        else:
-            h = np.int32(x[_ix(o + 16 + c)])
-            q0 = (v0 & _I15) | ((h & _I1) << _I4)
-            q1 = (v0 >> _I4) | (((h >> _I1) & _I1) << _I4)
-            q2 = (v1 & _I15) | (((h >> _I2) & _I1) << _I4)
-            q3 = (v1 >> _I4) | (((h >> _I3) & _I1) << _I4)
-            q4 = (v2 & _I15) | (((h >> _I4) & _I1) << _I4)
-            q5 = (v2 >> _I4) | (((h >> np.int32(5)) & _I1) << _I4)
-            q6 = (v3 & _I15) | (((h >> _I6) & _I1) << _I4)
-            q7 = (v3 >> _I4) | (((h >> np.int32(7)) & _I1) << _I4)
+        v0 = np.int32(x[_ix(o + 48 + c)])
+        v1 = np.int32(x[_ix(o + 80 + c)])
+        v2 = np.int32(x[_ix(o + 112 + c)])
+        v3 = np.int32(x[_ix(o + 144 + c)])
+        h = np.int32(x[_ix(o + 16 + c)])
+        q0 = (v0 & _I15) | ((h & _I1) << _I4)
+        q1 = (v0 >> _I4) | (((h >> _I1) & _I1) << _I4)
+        q2 = (v1 & _I15) | (((h >> _I2) & _I1) << _I4)
+        q3 = (v1 >> _I4) | (((h >> _I3) & _I1) << _I4)
+        q4 = (v2 & _I15) | (((h >> _I4) & _I1) << _I4)
+        q5 = (v2 >> _I4) | (((h >> np.int32(5)) & _I1) << _I4)
+        q6 = (v3 & _I15) | (((h >> _I6) & _I1) << _I4)
+        q7 = (v3 >> _I4) | (((h >> np.int32(7)) & _I1) << _I4)
         e = ao + c
         acc[c] = (s0 * q0 * np.int32(a8[t, _ix(e)]) + s1 * q1 * np.int32(a8[t, _ix(e + 32)])
                   + s2 * q2 * np.int32(a8[t, _ix(e + 64)]) + s3 * q3 * np.int32(a8[t, _ix(e + 96)])
                   + s4 * q4 * np.int32(a8[t, _ix(e + 128)]) + s5 * q5 * np.int32(a8[t, _ix(e + 160)])
                   + s6 * q6 * np.int32(a8[t, _ix(e + 192)]) + s7 * q7 * np.int32(a8[t, _ix(e + 224)]))
-
-
-@kernel
-def _columns_q6_K(x, o, scales, a8, t, ao, acc):
-    """Q6_K: element ``128h + 32s + l`` takes 4 bits of ``ql`` (byte ``64h + l`` for s = 0, 2, ``64h + 32 + l``
-    for s = 1, 3; the low nibble for s < 2) and bits ``2s`` of ``qh[32h + l]`` (at 128): 0 … 63, as the x86 kernel
-    multiplies them (it subtracts the offset 32 per lane through the block sums, :func:`_row_k`)."""
-    n32 = acc.shape[0]  # 32 at run time: a loop with a constant trip count would be unrolled, not vectorized
-    n16 = n32 // 2
-    for half in range(2):  # columns 16·half + l: sub-blocks 8h + 2s + half = 2j + half (j = 4h + s)
-        s0, s1, s2, s3, s4, s5, s6, s7 = _eight_scales(scales, 2, half, True)
-        for l in range(n16):
-            c = 16 * half + l
-            ql0 = np.int32(x[_ix(o + c)])
-            ql1 = np.int32(x[_ix(o + 32 + c)])
-            ql2 = np.int32(x[_ix(o + 64 + c)])
-            ql3 = np.int32(x[_ix(o + 96 + c)])
-            qh0 = np.int32(x[_ix(o + 128 + c)])
-            qh1 = np.int32(x[_ix(o + 160 + c)])
-            e = ao + c
-            acc[c] = (
-                s0 * ((ql0 & _I15) | ((qh0 & _I3) << _I4)) * np.int32(a8[t, _ix(e)])
-                + s1 * ((ql1 & _I15) | (((qh0 >> _I2) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 32)])
-                + s2 * ((ql0 >> _I4) | (((qh0 >> _I4) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 64)])
-                + s3 * ((ql1 >> _I4) | (((qh0 >> _I6) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 96)])
-                + s4 * ((ql2 & _I15) | ((qh1 & _I3) << _I4)) * np.int32(a8[t, _ix(e + 128)])
-                + s5 * ((ql3 & _I15) | (((qh1 >> _I2) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 160)])
-                + s6 * ((ql2 >> _I4) | (((qh1 >> _I4) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 192)])
-                + s7 * ((ql3 >> _I4) | (((qh1 >> _I6) & _I3) << _I4)) * np.int32(a8[t, _ix(e + 224)]))
 
 
 @kernel
@@ -410,59 +387,45 @@ def _columns_q2_K(x, o, scales, a8, t, ao, acc):
 
 
 @kernel
-def _hsum_float_8(v):
-    """x86's ``hsum_float_8`` of eight float lanes: ``((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))``."""
-    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
-
-
-@kernel
 def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf, tiled):
-    """``y[t, r]`` for every token ``t``: weight row ``x`` of a K-quant against the Q8_K activations (``a8`` int8,
-    ``a16`` int16 and ``ah`` uint16 views of their bytes).  Per super-block ``i``, with ``d = dy · fp16(x.d)``,
-    ``dmin = −dy · fp16(x.dmin)`` (``dy`` the activation's float32 scale), ``bs`` the activation's block sums of 16
-    and ``sumi[l] = Σ_{c = 4l}^{4l+3} acc[c]`` (x86's int32 lane ``l``):
+    """``y[t, r]`` for every token ``t``: weight row ``x`` of Q2_K, Q3_K or Q5_K against the Q8_K activations
+    (``a8`` int8, ``a16`` int16 and ``ah`` uint16 views of their bytes).  Per super-block ``i``, with
+    ``d = dy · fp16(x.d)``, ``dmin = −dy · fp16(x.dmin)`` (``dy`` the activation's float32 scale), ``bs`` the
+    activation's block sums of 16 and ``sumi[l] = Σ_{c = 4l}^{4l+3} acc[c]`` (x86's int32 lane ``l``):
 
     ``tiled`` false — x86 ``ggml_vec_dot_<type>_q8_K`` (``__AVX2__`` branch), eight float lanes::
 
         Q2_K:  sums[l] = fma(dmin, mins[2l]·bs[2l] + mins[2l+1]·bs[2l+1], sums[l]);  sums[l] = fma(d, sumi[l], sums[l])
         Q3_K:  sums[l] = fma(d, sumi[l], sums[l])
-        Q6_K:  sums[l] = fma(d, sumi[l] − 32·(sc[2l]·bs[2l] + sc[2l+1]·bs[2l+1]), sums[l])
-        Q4_K:  sums[l] = fma(d, sumi[l], sums[l]);
-               m[k] = fma(dmin, mins[2k]·(bs[4k] + bs[4k+1]) + mins[2k+1]·(bs[4k+2] + bs[4k+3]), m[k])   (k < 4)
         Q5_K:  sums[l] = fma(d, sumi[l], sums[l]);  summs = fma(dmin, Σ_j mins[j]·(bs[2j] + bs[2j+1]), summs)
 
-    result ``hsum_float_8(sums)``, plus ``(m[0] + m[2]) + (m[1] + m[3])`` for Q4_K, ``summs`` for Q5_K.
+    result ``hsum_float_8(sums)``, plus ``summs`` for Q5_K.
 
     ``tiled`` true — ggml-cpu's tiled kernel (8 or more tokens; its AVX512-VNNI microkernel), one float per
-    super-block: ``s1 = Σ_l sumi[l]`` (Q6_K minus its offset as above), ``s2`` the mins term (Q2_K, Q4_K, Q5_K)::
+    super-block: ``s1 = Σ_l sumi[l]``, ``s2`` the mins term (Q2_K, Q5_K)::
 
         r = float(s1) · fp16(x.d);   r = fma(−fp16(x.dmin), float(s2), r);   y = fma(r, dy, y)
 
-    ``sums`` float32 [n_tok, 12] (lanes 8 … 11: Q4_K's ``m``) and ``sumf`` float32 [n_tok] hold each token's state.
+    ``sums`` float32 [n_tok, 8] and ``sumf`` float32 [n_tok] hold each token's state.  (Q4_K, Q6_K:
+    :func:`_row_q46_K`.)
     """
     n_tok = a8.shape[0]
-    if qtype == _Q4_K:
-        type_size, d_at = 144, 0
-    elif qtype == _Q5_K:
+    if qtype == _Q5_K:
         type_size, d_at = 176, 0
-    elif qtype == _Q6_K:
-        type_size, d_at = 210, 208
     elif qtype == _Q3_K:
         type_size, d_at = 110, 108
     else:
         type_size, d_at = 84, 80
-    has_min = qtype == _Q2_K or qtype == _Q4_K or qtype == _Q5_K
+    has_min = qtype == _Q2_K or qtype == _Q5_K
     for t in range(n_tok):
         sumf[t] = 0
-        for l in range(12):
+        for l in range(8):
             sums[t, l] = 0
     n8 = acc.shape[0] // 4  # 8 lanes, a run-time count so that the lane loops vectorize
     for i in range(x.shape[0] // type_size):
         o = type_size * i
-        if qtype == _Q4_K or qtype == _Q5_K:
-            _scales_q45_K(x, o, scales, mins)
-        elif qtype == _Q6_K:
-            _scales_q6_K(x, o, scales)
+        if qtype == _Q5_K:
+            _scales_q5_K(x, o, scales, mins)
         elif qtype == _Q3_K:
             _scales_q3_K(x, o, scales)
         else:
@@ -471,17 +434,15 @@ def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf, tiled):
         xdmin = _f16(x, o + d_at + 2) if has_min else _ZERO
         bsums = 146 * i + 130  # the int16 bsums of the activations' super-block
         for t in range(n_tok):
-            if qtype == _Q4_K or qtype == _Q5_K:
-                _columns_q45_K(x, o, scales, a8, t, 292 * i + 4, acc, qtype == _Q5_K)
-            elif qtype == _Q6_K:
-                _columns_q6_K(x, o, scales, a8, t, 292 * i + 4, acc)
+            if qtype == _Q5_K:
+                _columns_q5_K(x, o, scales, a8, t, 292 * i + 4, acc)
             elif qtype == _Q3_K:
                 _columns_q3_K(x, o, scales, a8, t, 292 * i + 4, acc)
             else:
                 _columns_q2_K(x, o, scales, a8, t, 292 * i + 4, acc)
             dy = _act_f32(ah, t, 146 * i)
-            # the mins term, as the kernel groups it: per pair of sub-blocks of 16 (Q2_K), per pair of sub-blocks
-            # of 32 (Q4_K lanes), or whole (Q5_K, and the tiled kernel's s2)
+            # the mins term, as the kernel groups it: per pair of sub-blocks of 16 (Q2_K), or whole (Q5_K, and the
+            # tiled kernel's s2)
             s2 = _I0
             if qtype == _Q2_K:
                 for l in range(n8):
@@ -490,23 +451,18 @@ def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf, tiled):
                     s2 += prod
                     if not tiled:
                         sums[t, _ix(l)] = fma32(-dy * xdmin, np.float32(prod), sums[t, _ix(l)])
-            elif qtype == _Q4_K or qtype == _Q5_K:
+            elif qtype == _Q5_K:
                 for k in range(n8 // 2):
-                    prod = (mins[2 * k] * (np.int32(a16[t, _ix(bsums + 4 * k)]) + np.int32(a16[t, _ix(bsums + 4 * k + 1)]))
-                            + mins[2 * k + 1] * (np.int32(a16[t, _ix(bsums + 4 * k + 2)])
-                                                 + np.int32(a16[t, _ix(bsums + 4 * k + 3)])))
-                    s2 += prod
-                    if qtype == _Q4_K and not tiled:
-                        sums[t, _ix(8 + k)] = fma32(-dy * xdmin, np.float32(prod), sums[t, _ix(8 + k)])
-                if qtype == _Q5_K and not tiled:
+                    s2 += (mins[2 * k] * (np.int32(a16[t, _ix(bsums + 4 * k)])
+                                          + np.int32(a16[t, _ix(bsums + 4 * k + 1)]))
+                           + mins[2 * k + 1] * (np.int32(a16[t, _ix(bsums + 4 * k + 2)])
+                                                + np.int32(a16[t, _ix(bsums + 4 * k + 3)])))
+                if not tiled:
                     sumf[t] = fma32(-dy * xdmin, np.float32(s2), sumf[t])
             s1 = _I0
             d = dy * xd
             for l in range(n8):
                 sumi = acc[_ix(4 * l)] + acc[_ix(4 * l + 1)] + acc[_ix(4 * l + 2)] + acc[_ix(4 * l + 3)]
-                if qtype == _Q6_K:
-                    sumi -= 32 * (scales[2 * l] * np.int32(a16[t, _ix(bsums + 2 * l)])
-                                  + scales[2 * l + 1] * np.int32(a16[t, _ix(bsums + 2 * l + 1)]))
                 s1 += sumi
                 if not tiled:
                     sums[t, _ix(l)] = fma32(d, np.float32(sumi), sums[t, _ix(l)])
@@ -519,12 +475,173 @@ def _row_k(qtype, x, a16, ah, a8, y, r, acc, scales, mins, sums, sumf, tiled):
         if tiled:
             y[t, r] = sumf[t]
         else:
-            total = _hsum_float_8(sums[t])
-            if qtype == _Q4_K:
-                total += (sums[t, 8] + sums[t, 10]) + (sums[t, 9] + sums[t, 11])
-            elif qtype == _Q5_K:
+            total = hsum_float_8(sums[t])
+            if qtype == _Q5_K:
                 total += sumf[t]
             y[t, r] = total
+
+
+# Q4_K and Q6_K: ggml's AVX2 loops written with refllm.simd's blocks (x = the weight row's bytes, q8 / a[t] the
+# activation row's Q8_K bytes: per super-block i the float32 d at 292i, 256 int8 quants at 292i + 4, 16 int16 bsums
+# at 292i + 260).  maddubs never saturates here: its pairs are at most 2·63·128 < 32768.
+
+_KMASK1, _KMASK2, _KMASK3 = 0x3F3F3F3F, 0x0F0F0F0F, 0x03030303
+
+
+@kernel
+def _mins_and_scales_q4_K(x, o):
+    """The 8 scales, then the 8 mins, of the Q4_K super-block at ``x[o]`` as 16 int16 lanes: ggml's ``utmp``
+    shuffle of the 12 bytes at ``o + 4`` read as three little-endian words (``get_scale_min_k4``)."""
+    u0, u1, u2 = _u32(x, o + 4), _u32(x, o + 8), _u32(x, o + 12)
+    return cvtepu8_epi16_set_epi32(u0 & _KMASK1, (u2 & _KMASK2) | (((u0 >> 6) & _KMASK3) << 4),
+                                   u1 & _KMASK1, ((u2 >> 4) & _KMASK2) | (((u1 >> 6) & _KMASK3) << 4))
+
+
+@kernel
+def _quants_q6_K(x, o, j):
+    """The unsigned 6-bit quants (0 … 63) of elements ``128j … 128j + 127`` of the Q6_K super-block at ``x[o]``,
+    as four vectors of 32 (``ql`` at 0 gives the low 4 bits, ``qh`` at 128 the high 2)."""
+    q4bits1 = loadu_u8(x, o + 64 * j)
+    q4bits2 = loadu_u8(x, o + 64 * j + 32)
+    q4bits_h = loadu_u8(x, o + 128 + 32 * j)
+    return ((q4bits1 & 15) | ((q4bits_h & 3) << 4), (q4bits2 & 15) | ((q4bits_h & 12) << 2),
+            (q4bits1 >> 4) | (q4bits_h & 48), (q4bits2 >> 4) | ((q4bits_h & 192) >> 2))
+
+
+@kernel
+def vec_dot_q4_K_q8_K(x, q8):
+    """``ggml_vec_dot_q4_K_q8_K`` (x86, ``__AVX2__``): eight int32 lanes per super-block (lane ``l``: the scaled
+    products of the elements whose index mod 32 is in ``4l … 4l+3``), ``acc = fma(d, lanes, acc)`` with
+    ``d = dy·fp16(x.d)``; the mins in four lanes ``acc_m = fma(dmin, prod, acc_m)``, ``dmin = −dy·fp16(x.dmin)``,
+    ``prod[k] = m[2k]·int16(bs[4k] + bs[4k+1]) + m[2k+1]·int16(bs[4k+2] + bs[4k+3])``; result
+    ``hsum_float_8(acc) + ((acc_m0 + acc_m2) + (acc_m1 + acc_m3))``."""
+    acc = setzero_ps(8)
+    acc_m = setzero_ps(4)
+    for i in range(x.shape[0] // 144):
+        o = 144 * i
+        b = 292 * i
+        dy = float32_from_bits(_u32(q8, b))
+        d = dy * _f16(x, o)
+        dmin = -dy * _f16(x, o + 2)
+        mins_and_scales = _mins_and_scales_q4_K(x, o)
+        prod = madd(extracti128_hi(mins_and_scales), hadd_epi16_halves(loadu_i16(q8, b + 260)))
+        acc_m = fmadd_ps(dmin, cvtepi32_ps(prod), acc_m)
+        sumi = setzero_epi32(8)
+        for j in range(4):  # sub-blocks 2j (low nibbles of qs[32j …]) and 2j + 1 (high nibbles)
+            scale_l = broadcast_epi16_halves(mins_and_scales, 2 * j, 2 * j)
+            scale_h = broadcast_epi16_halves(mins_and_scales, 2 * j + 1, 2 * j + 1)
+            q4bits = loadu_u8(x, o + 16 + 32 * j)
+            p16l = madd(scale_l, maddubs(q4bits & 15, loadu_i8(q8, b + 4 + 64 * j)))
+            p16h = madd(scale_h, maddubs(q4bits >> 4, loadu_i8(q8, b + 36 + 64 * j)))
+            sumi = sumi + (p16l + p16h)
+        acc = fmadd_ps(d, cvtepi32_ps(sumi), acc)
+    return hsum_float_8(acc) + hsum_float_4(acc_m)
+
+
+@kernel
+def vec_dot_q6_K_q8_K(x, q8):
+    """``ggml_vec_dot_q6_K_q8_K`` (x86, ``__AVX2__``): eight int32 lanes of the scaled products of the unsigned
+    quants (as :func:`vec_dot_q4_K_q8_K`; sub-blocks of 16, int8 scales at 192) minus the offset,
+    ``32·(sc[2l]·bs[2l] + sc[2l+1]·bs[2l+1])``; ``acc = fma(dy·fp16(x.d), lanes, acc)``; result
+    ``hsum_float_8(acc)``."""
+    acc = setzero_ps(8)
+    for i in range(x.shape[0] // 210):
+        o = 210 * i
+        b = 292 * i
+        d = float32_from_bits(_u32(q8, b)) * _f16(x, o + 208)
+        scales = cvtepi8_epi16(x, o + 192)
+        q8sclsub = madd(loadu_i16(q8, b + 260), scales) << 5
+        sumi = setzero_epi32(8)
+        for j in range(2):
+            q6_0, q6_1, q6_2, q6_3 = _quants_q6_K(x, o, j)
+            s = 8 * j  # the scales of sub-blocks s … s + 7, two per vector of 32
+            q8o = b + 4 + 128 * j
+            p16_0 = madd(broadcast_epi16_halves(scales, s, s + 1), maddubs(q6_0, loadu_i8(q8, q8o)))
+            p16_1 = madd(broadcast_epi16_halves(scales, s + 2, s + 3), maddubs(q6_1, loadu_i8(q8, q8o + 32)))
+            p16_2 = madd(broadcast_epi16_halves(scales, s + 4, s + 5), maddubs(q6_2, loadu_i8(q8, q8o + 64)))
+            p16_3 = madd(broadcast_epi16_halves(scales, s + 6, s + 7), maddubs(q6_3, loadu_i8(q8, q8o + 96)))
+            sumi = sumi + (p16_0 + p16_1)
+            sumi = sumi + (p16_2 + p16_3)
+        acc = fmadd_ps(d, cvtepi32_ps(sumi - q8sclsub), acc)
+    return hsum_float_8(acc)
+
+
+@kernel
+def _tiled_q4_K(x, a, y, r, sumf):
+    """ggml-cpu's tiled kernel for Q4_K (8 or more tokens): ``y[t, r]`` for every token, with one float per token
+    (``sumf`` float32 [n_tok]).  Per super-block, ``s1`` the integer dot product of the scaled quants and ``s2 =
+    Σ_j m[j]·(bs[2j] + bs[2j+1])`` (int32)::
+
+        res = float(s1)·fp16(x.d);  res = fma(−fp16(x.dmin), float(s2), res);  sumf[t] = fma(res, dy, sumf[t])
+
+    The super-block's quants and scales are unpacked once, for all tokens."""
+    for t in range(a.shape[0]):
+        sumf[t] = 0
+    for i in range(x.shape[0] // 144):
+        o = 144 * i
+        b = 292 * i
+        xd = _f16(x, o)
+        xdmin = _f16(x, o + 2)
+        mins_and_scales = _mins_and_scales_q4_K(x, o)
+        mins = repeat_epi16_hi(mins_and_scales)  # m[k // 2] against bs[k]
+        qs = (loadu_u8(x, o + 16), loadu_u8(x, o + 48), loadu_u8(x, o + 80), loadu_u8(x, o + 112))
+        q4 = (qs[0] & 15, qs[0] >> 4, qs[1] & 15, qs[1] >> 4, qs[2] & 15, qs[2] >> 4, qs[3] & 15, qs[3] >> 4)
+        scale = (broadcast_epi16_halves(mins_and_scales, 0, 0), broadcast_epi16_halves(mins_and_scales, 1, 1),
+                 broadcast_epi16_halves(mins_and_scales, 2, 2), broadcast_epi16_halves(mins_and_scales, 3, 3),
+                 broadcast_epi16_halves(mins_and_scales, 4, 4), broadcast_epi16_halves(mins_and_scales, 5, 5),
+                 broadcast_epi16_halves(mins_and_scales, 6, 6), broadcast_epi16_halves(mins_and_scales, 7, 7))
+        for t in range(a.shape[0]):
+            q8 = a[t]
+            sumi = madd(scale[0], maddubs(q4[0], loadu_i8(q8, b + 4)))
+            for k in range(1, 8):
+                sumi = sumi + madd(scale[k], maddubs(q4[k], loadu_i8(q8, b + 4 + 32 * k)))
+            s2 = hsum_epi32(madd(mins, loadu_i16(q8, b + 260)))
+            res = np.float32(hsum_epi32(sumi)) * xd
+            res = fma32(-xdmin, np.float32(s2), res)
+            sumf[t] = fma32(res, float32_from_bits(_u32(q8, b)), sumf[t])
+    for t in range(a.shape[0]):
+        y[t, r] = sumf[t]
+
+
+@kernel
+def _tiled_q6_K(x, a, y, r, sumf):
+    """ggml-cpu's tiled kernel for Q6_K (8 or more tokens), as :func:`_tiled_q4_K` without mins: ``s1`` the integer
+    dot product minus ``32·Σ_s sc[s]·bs[s]``, ``sumf[t] = fma(float(s1)·fp16(x.d), dy, sumf[t])``."""
+    for t in range(a.shape[0]):
+        sumf[t] = 0
+    for i in range(x.shape[0] // 210):
+        o = 210 * i
+        b = 292 * i
+        xd = _f16(x, o + 208)
+        scales = cvtepi8_epi16(x, o + 192)
+        q6 = _quants_q6_K(x, o, 0) + _quants_q6_K(x, o, 1)
+        scale = (broadcast_epi16_halves(scales, 0, 1), broadcast_epi16_halves(scales, 2, 3),
+                 broadcast_epi16_halves(scales, 4, 5), broadcast_epi16_halves(scales, 6, 7),
+                 broadcast_epi16_halves(scales, 8, 9), broadcast_epi16_halves(scales, 10, 11),
+                 broadcast_epi16_halves(scales, 12, 13), broadcast_epi16_halves(scales, 14, 15))
+        for t in range(a.shape[0]):
+            q8 = a[t]
+            sumi = madd(scale[0], maddubs(q6[0], loadu_i8(q8, b + 4)))
+            for k in range(1, 8):
+                sumi = sumi + madd(scale[k], maddubs(q6[k], loadu_i8(q8, b + 4 + 32 * k)))
+            s1 = hsum_epi32(sumi - (madd(loadu_i16(q8, b + 260), scales) << 5))
+            sumf[t] = fma32(np.float32(s1) * xd, float32_from_bits(_u32(q8, b)), sumf[t])
+    for t in range(a.shape[0]):
+        y[t, r] = sumf[t]
+
+
+@kernel
+def _row_q46_K(qtype, x, a, y, r, sumf, tiled):
+    """``y[t, r]`` for every token ``t``: weight row ``x`` (Q4_K or Q6_K) against the Q8_K rows ``a``, with the
+    tiled kernel (``tiled``) or ``vec_dot`` token by token."""
+    if tiled:
+        if qtype == _Q4_K:
+            _tiled_q4_K(x, a, y, r, sumf)
+        else:
+            _tiled_q6_K(x, a, y, r, sumf)
+    else:
+        for t in range(a.shape[0]):
+            y[t, r] = vec_dot_q4_K_q8_K(x, a[t]) if qtype == _Q4_K else vec_dot_q6_K_q8_K(x, a[t])
 
 
 # legacy types: blocks of 32 elements
@@ -572,8 +689,8 @@ def _row_legacy(qtype, x, ah, a8, y, r, q, sums, sumf):
         acc[l] = fma(dx · dy, sumi_l, acc[l])
         Q4_1, Q5_1 (Q8_1 activations, s = fp16(d · Σq8)):  summs = fma(m, s, summs)
 
-    and the result ``hsum_float_8(acc)`` (``+ summs``).  ``sums`` [n_tok, 12] holds ``acc`` (lanes 0 … 7), ``sumf``
-    [n_tok] ``summs``.
+    and the result ``hsum_float_8(acc)`` (``+ summs``).  ``sums`` [n_tok, 8] holds ``acc``, ``sumf`` [n_tok]
+    ``summs``.
     """
     n_tok = a8.shape[0]
     if qtype == _Q8_0:
@@ -609,7 +726,7 @@ def _row_legacy(qtype, x, ah, a8, y, r, q, sums, sumf):
             if vsize == 36:
                 sumf[t] = fma32(m, FP16_TO_FP32[ah[t, vsize * ib // 2 + 1]], sumf[t])
     for t in range(n_tok):
-        y[t, r] = _hsum_float_8(sums[t]) + sumf[t] if vsize == 36 else _hsum_float_8(sums[t])
+        y[t, r] = hsum_float_8(sums[t]) + sumf[t] if vsize == 36 else hsum_float_8(sums[t])
 
 
 @kernel
@@ -748,11 +865,13 @@ def matmul(qtype, w, a, y):
         acc = np.empty(32, np.int32)
         scales = np.empty(16, np.int32)
         mins = np.empty(16, np.int32)
-        sums = np.empty((n_tok, 12), np.float32)
+        sums = np.empty((n_tok, 8), np.float32)
         sumf = np.empty(n_tok, np.float32)
         lanes = np.empty((4, 16), np.float32)
         for r in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_out)):
-            if is_k:
+            if qtype == _Q4_K or qtype == _Q6_K:
+                _row_q46_K(qtype, w[r], a, y, r, sumf, tiled)
+            elif is_k:
                 _row_k(qtype, w[r], a16, ah, a8, y, r, acc, scales, mins, sums, sumf, tiled)
             elif is_float:
                 for t in range(n_tok):
