@@ -47,6 +47,15 @@ def vocab_paths():
 
 
 @pytest.fixture(scope="session")
+def ggml_exact(reference) -> bool:
+    """Whether the reference build is the one refllm's ``ggml`` mode reproduces bit for bit (x86-64 with AVX512,
+    :func:`refllm.reference.ggml_cpu.is_ggml_mode_build`); elsewhere the tests fall back to measured tolerances."""
+    from refllm.reference.ggml_cpu import is_ggml_mode_build
+
+    return is_ggml_mode_build()
+
+
+@pytest.fixture(scope="session")
 def small_models(tmp_path_factory, reference):
     """A factory of small seeded Phi-3 test models::
 

@@ -70,20 +70,12 @@ def _mean_kl(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float((np.exp(lp) * (lp - lq)).sum(axis=-1).mean())
 
 
-@pytest.fixture(scope="module")
-def exact(reference) -> bool:
-    """Whether the reference build takes the AVX512 paths the ``ggml`` mode follows."""
-    from refllm.reference import ggml_cpu
-
-    return {"avx512", "avx512_vnni", "avx512_bf16"} <= ggml_cpu.features()
-
-
 def _model(path) -> Phi3Model:
     return Phi3Model.from_gguf(path, n_ctx=N_CTX, mode="ggml", rope_policy="ctx", sliding_window=False)
 
 
 @pytest.mark.parametrize("ftype", FTYPES)
-def test_prompt_logits_agree_with_llama_cpp(files, exact, ftype):
+def test_prompt_logits_agree_with_llama_cpp(files, ggml_exact, ftype):
     from refllm.reference.llama_logits import llama_logits
 
     ids = _prompt(files[ftype])
@@ -94,7 +86,7 @@ def test_prompt_logits_agree_with_llama_cpp(files, exact, ftype):
     d_max = float(np.abs(ours.astype(np.float64) - theirs).max())
     kl = _mean_kl(ours, theirs)
     print(f"{ftype}: 64-token prompt, ggml mode vs llama.cpp: max |Δlogit| {d_max:.3g}, mean KL {kl:.3g}")
-    if exact:
+    if ggml_exact:
         assert ours.tobytes() == theirs.tobytes()
     else:
         assert d_max <= LOOSE[0]
@@ -102,7 +94,7 @@ def test_prompt_logits_agree_with_llama_cpp(files, exact, ftype):
 
 
 @pytest.mark.parametrize("ftype", FTYPES)
-def test_greedy_generation_is_llama_cpps(files, exact, ftype):
+def test_greedy_generation_is_llama_cpps(files, ggml_exact, ftype):
     """64 greedy tokens from a 16-token prompt.  refllm, fed llama.cpp's tokens in one batch, must choose
     llama.cpp's token at every step where llama.cpp's choice leads the runner-up by more than twice the loose logit
     tolerance (a batch takes other algorithms than llama.cpp's one-token steps, so a smaller lead is a tie); and
@@ -131,7 +123,7 @@ def test_greedy_generation_is_llama_cpps(files, exact, ftype):
     print(f"{ftype}: greedy 64 tokens: {64 - len(ties)} steps with a clear lead, all the same: {not wrong}; "
           f"free-running: first difference at {first_diff} (near ties at {ties})")
     assert not wrong
-    if exact:
+    if ggml_exact:
         assert ours == theirs
     else:
         assert first_diff is None or first_diff >= min(ties, default=64)

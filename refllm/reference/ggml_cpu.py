@@ -101,6 +101,16 @@ def soft_max(x: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
     return y, total
 
 
+# the extensions of the build whose arithmetic refllm's ``ggml`` mode reproduces bit for bit (docs/phi3.md)
+GGML_MODE_FEATURES = frozenset({"avx512", "avx512_vnni", "avx512_bf16"})
+
+
+def is_ggml_mode_build() -> bool:
+    """Whether this reference build takes the AVX512 code paths the ``ggml`` mode follows (then its logits are
+    llama.cpp's bit for bit; on other builds they agree to float rounding)."""
+    return GGML_MODE_FEATURES <= features()
+
+
 def features() -> set[str]:
     """The x86 SIMD extensions the build was compiled with (``ggml_cpu_has_<name>``): refllm's ``ggml`` mode follows
     an AVX512 build (``avx512``, ``avx512_vnni``, ``avx512_bf16``; with ``-march=native`` on a CPU that has them)."""
