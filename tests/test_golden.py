@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 
 import numpy as np
 import pytest
@@ -151,9 +150,8 @@ def llama_cpp_dump(reference, model_path, tokens) -> dict[str, np.ndarray]:
     A name can label several nodes: ``Qcur-<il>`` the view of wqkv before RoPE, the ROPE result and the 1/sqrt(D)
     scaling; ``Kcur-<il>`` the view and the ROPE result.  The golden holds the ROPE results; otherwise the first.
     """
-    from refllm.reference.llama_logits import library
+    from refllm.reference.llama_logits import LlamaSession
 
-    lib = library()
     base = ctypes.CDLL(str(reference.bin_dir / "libggml-base.so"))
     for fn, restype in (("ggml_get_name", ctypes.c_char_p), ("ggml_get_data", ctypes.c_void_p),
                         ("ggml_op_desc", ctypes.c_char_p)):
@@ -178,28 +176,8 @@ def llama_cpp_dump(reference, model_path, tokens) -> dict[str, np.ndarray]:
         dump[name] = np.array(view).view(np.float32)[..., 0]
         return True
 
-    keep = _EVAL_CALLBACK(callback)
-    mparams = lib.llama_model_default_params()
-    mparams.use_extra_bufts = False  # the plain vec_dot path (see refllm.reference.llama_logits)
-    model = lib.llama_model_load_from_file(os.fsencode(str(model_path)), mparams)
-    assert model
-    cparams = lib.llama_context_default_params()
-    cparams.n_batch = cparams.n_ubatch = len(tokens)
-    cparams.n_threads = cparams.n_threads_batch = 2
-    cparams.cb_eval = ctypes.cast(keep, ctypes.c_void_p)
-    cparams.no_perf = True
-    ctx = lib.llama_init_from_model(model, cparams)
-    batch = lib.llama_batch_init(len(tokens), 0, 1)
-    try:
-        batch.n_tokens = len(tokens)
-        for i, token in enumerate(tokens):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, 1
-            batch.seq_id[i][0] = 0
-        assert lib.llama_decode(ctx, batch) == 0
-    finally:
-        lib.llama_batch_free(batch)
-        lib.llama_free(ctx)
-        lib.llama_model_free(model)
+    with LlamaSession(model_path, n_batch=len(tokens), cb_eval=_EVAL_CALLBACK(callback)) as session:
+        session.decode(tokens)
     return dump
 
 

@@ -126,8 +126,10 @@ class LlamaSession:
     """
 
     def __init__(self, model_path, *, n_ctx: int = 0, n_batch: int = 512, type_k="F16", type_v="F16",
-                 flash_attn: str = "auto", n_ubatch: int = 512, n_threads: int = 2, extra_bufts: bool = False):
+                 flash_attn: str = "auto", n_ubatch: int = 512, n_threads: int = 2, extra_bufts: bool = False,
+                 cb_eval=None):
         self.lib = lib = library()
+        self._cb_eval = cb_eval  # a ctypes callback (ggml_backend_sched_eval_callback): kept alive with the context
         self.ctx = None
         mparams = lib.llama_model_default_params()
         mparams.use_extra_bufts = extra_bufts
@@ -145,6 +147,8 @@ class LlamaSession:
             cparams.type_k = int(ggml_type(type_k))
             cparams.type_v = int(ggml_type(type_v))
             cparams.no_perf = True
+            if cb_eval is not None:
+                cparams.cb_eval = ctypes.cast(cb_eval, ctypes.c_void_p)
             self.ctx = lib.llama_init_from_model(self.model, cparams)
             if not self.ctx:
                 raise RefllmError(f"{model_path}: llama.cpp could not make a context")
